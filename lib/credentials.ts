@@ -1,0 +1,171 @@
+/**
+ * The cold path: a docker token for a registry host when the cache has none. Under the cache
+ * lock (so that of many processes started together only one talks to IMDS and the auth service)
+ * it reuses the cached session when the instance certificate is unchanged, else generates a
+ * session key while IMDS answers and federates; then it asks the registry host for a token and
+ * caches it.
+ *
+ * @module
+ */
+
+import {
+  type CachedDockerToken,
+  type CachedSession,
+  clearTokens,
+  lockCache,
+  prepareCacheDir,
+  readDockerToken,
+  readSession,
+  refreshTime,
+  writeDockerToken,
+  writeSession,
+} from "./cache.ts";
+import { describe, PluginError } from "./errors.ts";
+import { federate, federationUrl, generateSessionKey } from "./federation.ts";
+import { type Deadline, deadlineError } from "./http.ts";
+import { instanceIdentity, type InstanceIdentity } from "./identity.ts";
+import type { OcirHost } from "./image.ts";
+import { fetchInstanceDocuments } from "./imds.ts";
+import type { Logger } from "./log.ts";
+import { fetchDockerToken } from "./ocir.ts";
+
+/** Where the plugin finds things, from flags and environment. */
+export interface Settings {
+  /** Cache directory. */
+  cacheDir: string;
+  /** IMDS base URL. */
+  imdsBaseUrl: string;
+  /** Federation endpoint override (`OCI_SDK_AUTH_CLIENT_REGION_URL`). */
+  federationEndpoint?: string;
+  deadline: Deadline;
+  log: Logger;
+}
+
+/** A usable session: the security token and its private key. */
+interface Session {
+  token: string;
+  privateKey: CryptoKey;
+}
+
+async function restoreSession(cached: CachedSession): Promise<Session> {
+  const privateKey = await crypto.subtle.importKey(
+    "pkcs8",
+    Uint8Array.fromBase64(cached.privateKey),
+    { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  return { token: cached.token, privateKey };
+}
+
+/** Checks that an OCIR host in a realm we do not know is in the node's own (dedicated) realm. */
+function assertTrustedHost(registry: OcirHost, identity: InstanceIdentity): void {
+  if (registry.knownRealm || registry.realmDomain === identity.region.realmDomain) return;
+  throw new PluginError(
+    "image",
+    "REFUSED",
+    `${registry.host} is in realm domain ${registry.realmDomain}, which is neither a known OCI realm nor this node's (${identity.region.realmDomain}): no token is sent there`,
+    { host: registry.host },
+  );
+}
+
+/** Opens the cache, or explains on stderr why the plugin goes on without one. */
+async function usableCacheDir(settings: Settings): Promise<string | undefined> {
+  try {
+    await prepareCacheDir(settings.cacheDir);
+    return settings.cacheDir;
+  } catch (e) {
+    settings.log.warn("cache", `cannot use cache directory ${settings.cacheDir} (${describe(e)}); answering without caching`);
+    return undefined;
+  }
+}
+
+/** Writes to the cache; a failure (disk full, read-only) costs only caching, never the answer. */
+async function store(settings: Settings, what: string, write: () => Promise<void>): Promise<void> {
+  try {
+    await write();
+  } catch (e) {
+    settings.log.warn("cache", `could not cache the ${what} (${describe(e)}); the next invocation will fetch again`);
+  }
+}
+
+/**
+ * Obtains a docker token for an OCIR host: cached by another process meanwhile, or made now.
+ *
+ * @example
+ * ```ts
+ * const entry = await obtainDockerToken(ocirHost("iad.ocir.io")!, settings);
+ * entry.token;
+ * ```
+ */
+export async function obtainDockerToken(registry: OcirHost, settings: Settings): Promise<CachedDockerToken> {
+  const { log, deadline } = settings;
+  const dir = await usableCacheDir(settings);
+  let lock: { release(): void } | undefined;
+  if (dir) {
+    lock = await lockCache(dir, deadline.signal).catch((e) => {
+      throw deadline.signal.aborted ? deadlineError("cache") : e;
+    });
+  }
+  try {
+    const cached = dir ? await readDockerToken(dir, registry.host) : undefined;
+    if (cached) {
+      log.debug("cache", "another invocation cached a token meanwhile", registry.host);
+      return cached;
+    }
+    let saved = dir ? await readSession(dir) : undefined;
+    // Key generation (~300 ms of CPU) overlaps the IMDS round trips, and happens only when needed.
+    let sessionKey = saved ? undefined : generateSessionKey();
+    const identity = await instanceIdentity(
+      await fetchInstanceDocuments({ baseUrl: settings.imdsBaseUrl, deadline, log }),
+    );
+    assertTrustedHost(registry, identity);
+    if (dir && saved && (saved.fingerprint !== identity.fingerprint || saved.tenancy !== identity.tenancy)) {
+      log.info("cache", "the instance certificate changed: dropping cached tokens");
+      await clearTokens(dir);
+      saved = undefined;
+      sessionKey = generateSessionKey();
+    }
+    let session: Session;
+    if (saved) {
+      log.debug("cache", "reusing the cached security token");
+      session = await restoreSession(saved);
+    } else {
+      const keys = await sessionKey!;
+      const url = federationUrl(identity.region, settings.federationEndpoint);
+      const st = await federate(identity, keys, { url, deadline, log });
+      log.info("federation", `security token valid until ${new Date(st.expiresAt * 1000).toISOString()}`, url.host);
+      session = { token: st.token, privateKey: keys.privateKey };
+      if (dir) {
+        const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
+        await store(settings, "security token", () => writeSession(dir, {
+          token: st.token,
+          refreshAt: refreshTime(st.issuedAt, st.expiresAt),
+          expiresAt: st.expiresAt,
+          fingerprint: identity.fingerprint,
+          tenancy: identity.tenancy,
+          privateKey: pkcs8.toBase64(),
+        }));
+      }
+    }
+    const docker = await fetchDockerToken(registry.host, {
+      securityToken: session.token,
+      sessionKey: session.privateKey,
+      deadline,
+      log,
+    });
+    const entry: CachedDockerToken = {
+      host: registry.host,
+      token: docker.token,
+      refreshAt: refreshTime(docker.issuedAt, docker.expiresAt),
+      expiresAt: docker.expiresAt,
+      fingerprint: identity.fingerprint,
+      tenancy: identity.tenancy,
+    };
+    if (dir) await store(settings, "docker token", () => writeDockerToken(dir, entry));
+    log.info("OCIR token", `docker token valid until ${new Date(docker.expiresAt * 1000).toISOString()}`, registry.host);
+    return entry;
+  } finally {
+    lock?.release();
+  }
+}

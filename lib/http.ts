@@ -1,0 +1,215 @@
+/**
+ * Every network call of the plugin goes through {@linkcode call}: one deadline for the whole
+ * invocation, a timeout per attempt, retries with exponential backoff and full jitter that honour
+ * `Retry-After`, and failures turned into one-line {@linkcode PluginError}s naming the step, the
+ * host and the status. Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs (`DENO_CERT`) are the
+ * Deno runtime's own behaviour for `fetch`; nothing here changes them, and TLS is never relaxed.
+ *
+ * @module
+ */
+
+import { PluginError, type Step } from "./errors.ts";
+import type { Logger } from "./log.ts";
+
+/** The time the whole invocation may take; every request, retry and lock wait fits in it. */
+export interface Deadline {
+  /** Epoch milliseconds. */
+  readonly at: number;
+  /** Aborts when the deadline passes. */
+  readonly signal: AbortSignal;
+}
+
+/**
+ * Starts a deadline `seconds` from now.
+ *
+ * @example
+ * ```ts
+ * const d = deadline(45);
+ * remaining(d); // ≈ 45000
+ * ```
+ */
+export function deadline(seconds: number): Deadline {
+  return { at: Date.now() + seconds * 1000, signal: AbortSignal.timeout(seconds * 1000) };
+}
+
+/**
+ * Milliseconds left before the deadline (0 when passed).
+ *
+ * @example
+ * ```ts
+ * remaining(deadline(1)) <= 1000; // true
+ * ```
+ */
+export function remaining(d: Deadline): number {
+  return Math.max(0, d.at - Date.now());
+}
+
+/**
+ * The error for a step cut short by the deadline.
+ *
+ * @example
+ * ```ts
+ * throw deadlineError("IMDS", "169.254.169.254");
+ * ```
+ */
+export function deadlineError(step: Step, host?: string): PluginError {
+  return new PluginError(step, "TIMEOUT", "the invocation's deadline ran out during this step", {
+    host,
+    hint: "raise --timeout (kubelet allows 60 s) or find what is slow on this node's network",
+  });
+}
+
+/** How to call one endpoint. */
+export interface CallOptions {
+  step: Step;
+  deadline: Deadline;
+  log: Logger;
+  /** HTTP statuses worth another try; connection failures and timeouts always are. */
+  retryOn: readonly number[];
+  /** Tries in all, the first included. */
+  attempts?: number;
+  /** Timeout of one try, in milliseconds. */
+  attemptTimeoutMs?: number;
+  /** What an error status most likely means, for the operator. */
+  hint?: (status: number) => string | undefined;
+}
+
+/** A request to send; built anew for each try, so that a signature's date is fresh. */
+export type RequestFactory = () => Promise<RequestInit> | RequestInit;
+
+const BACKOFF_BASE_MS = 200;
+const BACKOFF_CAP_MS = 4000;
+
+/** Full jitter: a uniform wait up to an exponentially growing cap. */
+function backoff(attempt: number): number {
+  return Math.random() * Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+}
+
+/** `Retry-After` in milliseconds: delta-seconds or an HTTP date. */
+function retryAfterMs(value: string | null): number | undefined {
+  if (value === null) return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+/** The service's own words from an error body: OCI's `{code, message}` or a registry's `{errors}`. */
+function errorSummary(body: string): string {
+  try {
+    const json = JSON.parse(body);
+    const e = Array.isArray(json?.errors) ? json.errors[0] : json;
+    const words = [e?.code, e?.message].filter((w) => typeof w === "string").join(": ");
+    return words ? ` ${words.slice(0, 200)}` : "";
+  } catch {
+    return "";
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
+
+/**
+ * Sends a request, retrying what is worth retrying, and returns the first 2xx response.
+ * Only IMDS (link-local) is ever called over plain HTTP.
+ *
+ * @example
+ * ```ts
+ * const res = await call(new URL("http://169.254.169.254/opc/v2/instance/region"),
+ *   () => ({ headers: { authorization: "Bearer Oracle" } }),
+ *   { step: "IMDS", deadline: deadline(45), log, retryOn: [404, 429, 500, 502, 503, 504] });
+ * ```
+ */
+export async function call(url: URL, request: RequestFactory, options: CallOptions): Promise<Response> {
+  const { step, log } = options;
+  const host = url.host;
+  if (url.protocol !== "https:" && step !== "IMDS") {
+    throw new PluginError(step, "REFUSED", `refusing plain ${url.protocol} for ${url.origin}: only HTTPS`, { host });
+  }
+  const attempts = options.attempts ?? 5;
+  for (let attempt = 0;; attempt++) {
+    if (options.deadline.signal.aborted) throw deadlineError(step, host);
+    const attemptTimeout = Math.min(remaining(options.deadline), options.attemptTimeoutMs ?? 10_000);
+    let failure: PluginError;
+    let wait = backoff(attempt);
+    try {
+      const init = await request();
+      const response = await fetch(url, {
+        ...init,
+        signal: AbortSignal.any([options.deadline.signal, AbortSignal.timeout(attemptTimeout)]),
+      });
+      if (response.ok) return response;
+      const summary = errorSummary(await response.text());
+      failure = new PluginError(step, "HTTP_STATUS", `HTTP ${response.status}${summary}`, {
+        host,
+        status: response.status,
+        hint: options.hint?.(response.status),
+      });
+      if (!options.retryOn.includes(response.status)) throw failure;
+      wait = retryAfterMs(response.headers.get("retry-after")) ?? wait;
+    } catch (e) {
+      if (e instanceof PluginError && e.code === "HTTP_STATUS" && !options.retryOn.includes(e.status!)) throw e;
+      if (options.deadline.signal.aborted) throw deadlineError(step, host);
+      failure = e instanceof PluginError ? e : new PluginError(
+        step,
+        e instanceof DOMException && e.name === "TimeoutError" ? "TIMEOUT" : "NETWORK",
+        e instanceof DOMException && e.name === "TimeoutError"
+          ? `no answer within ${Math.round(attemptTimeout / 1000)} s`
+          : `request failed: ${networkCause(e)}`,
+        { host, cause: e },
+      );
+    }
+    if (attempt + 1 >= attempts) throw failure;
+    if (wait >= remaining(options.deadline)) {
+      throw new PluginError(step, failure.code, `${failure.reason}; no time left to retry`, {
+        host,
+        status: failure.status,
+        hint: failure.hint,
+      });
+    }
+    log.info(step, `${failure.reason}; retrying in ${Math.round(wait)} ms (attempt ${attempt + 2} of ${attempts})`, host);
+    await sleep(wait, options.deadline.signal);
+  }
+}
+
+/** The innermost message of a fetch failure, which names the real cause (DNS, TLS, refused). */
+function networkCause(error: unknown): string {
+  let e = error;
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  return (e instanceof Error ? e.message : String(e)).replace(/\s+/g, " ").slice(0, 300);
+}
+
+/**
+ * Reads a response body as a JSON object, or fails as BAD_RESPONSE naming what came instead.
+ *
+ * @example
+ * ```ts
+ * const { token } = await readJson(response, "federation");
+ * ```
+ */
+export async function readJson(response: Response, step: Step): Promise<Record<string, unknown>> {
+  const host = new URL(response.url).host;
+  let text: string;
+  try {
+    text = await response.text();
+  } catch (e) {
+    throw new PluginError(step, "NETWORK", `the answer was cut off: ${networkCause(e)}`, { host });
+  }
+  try {
+    const value = JSON.parse(text);
+    if (typeof value === "object" && value !== null && !Array.isArray(value)) return value;
+  } catch {
+    // reported below
+  }
+  const type = response.headers.get("content-type") ?? "no content type";
+  throw new PluginError(step, "BAD_RESPONSE", `answered ${text.length} bytes of ${type} that are not a JSON object`, {
+    host,
+  });
+}

@@ -1,0 +1,79 @@
+/**
+ * OCIR's docker token (Container Registry API 20180419, GetAccessToken): a signed GET with the
+ * security token to the image's own registry host, answered with a short-lived token that docker
+ * clients send as the password of the user `BEARER_TOKEN`.
+ *
+ * @module
+ */
+
+import { PluginError } from "./errors.ts";
+import { call, type Deadline, readJson } from "./http.ts";
+import type { Logger } from "./log.ts";
+import { signRequest } from "./signer.ts";
+
+/** A docker token and its lifetime. */
+export interface DockerToken {
+  token: string;
+  /** Epoch seconds. */
+  issuedAt: number;
+  /** Epoch seconds. */
+  expiresAt: number;
+}
+
+/** What a token request needs. */
+export interface DockerTokenOptions {
+  /** The security token, sent as `keyId="ST$<token>"`. */
+  securityToken: string;
+  /** The session private key the security token is bound to. */
+  sessionKey: CryptoKey;
+  deadline: Deadline;
+  log: Logger;
+}
+
+// OCIR tokens live an hour; a day is far beyond anything OCIR issues, so more is a broken answer.
+const MAX_LIFETIME_SECONDS = 24 * 3600;
+
+/**
+ * The policy statement that lets the instance read repositories, for error messages and `doctor`.
+ *
+ * @example
+ * ```ts
+ * policyHint("ocid1.compartment.oc1..x");
+ * ```
+ */
+export function policyHint(compartment = "<compartment ocid>"): string {
+  return `the instance may not read this registry: add it to a dynamic group (e.g. All {instance.compartment.id = '${compartment}'}) and allow it: "Allow dynamic-group <group> to read repos in tenancy"`;
+}
+
+/**
+ * Asks `host` for a docker token.
+ *
+ * @example
+ * ```ts
+ * const { token, expiresAt } = await fetchDockerToken("iad.ocir.io", { securityToken, sessionKey, deadline: d, log });
+ * ```
+ */
+export async function fetchDockerToken(host: string, options: DockerTokenOptions): Promise<DockerToken> {
+  const url = new URL(`https://${host}/20180419/docker/token`);
+  const response = await call(url, async () => {
+    const request = { method: "GET", url, headers: new Headers() };
+    await signRequest(request, { keyId: `ST$${options.securityToken}`, key: options.sessionKey });
+    return { headers: request.headers };
+  }, {
+    step: "OCIR token",
+    deadline: options.deadline,
+    log: options.log,
+    retryOn: [429, 500, 502, 503, 504],
+    hint: (status) => (status === 401 || status === 403) ? policyHint() : undefined,
+  });
+  const now = Math.floor(Date.now() / 1000);
+  const body = await readJson(response, "OCIR token");
+  const token = body.token ?? body.access_token;
+  const bad = (why: string) => new PluginError("OCIR token", "BAD_RESPONSE", why, { host });
+  if (typeof token !== "string" || token === "") throw bad("the answer has no token");
+  const lifetime = body.expires_in;
+  if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime <= 0 || lifetime > MAX_LIFETIME_SECONDS) {
+    throw bad(`the answer's expires_in (${JSON.stringify(lifetime) ?? "missing"}) is not a lifetime in seconds between 1 and ${MAX_LIFETIME_SECONDS}`);
+  }
+  return { token, issuedAt: now, expiresAt: now + lifetime };
+}

@@ -1,0 +1,109 @@
+/**
+ * Command line and environment → settings. Kubelet runs the plugin with the `args` and `env` of
+ * its config; with no arguments at all (the usual case) `node:util` is not even loaded, which
+ * keeps the warm path's start-up at the bare runtime's.
+ *
+ * @module
+ */
+
+import { DEFAULT_CACHE_DIR } from "./cache.ts";
+import { PluginError } from "./errors.ts";
+import { LEVELS, type Level } from "./log.ts";
+
+/** The documented IMDS v2 base; `OCI_METADATA_BASE_URL` overrides it, as in OCI's SDKs. */
+export const DEFAULT_IMDS_BASE = "http://169.254.169.254/opc/v2";
+
+/** What to do, and how. */
+export interface Options {
+  command: "provide" | "doctor" | "help" | "version";
+  cacheDir: string;
+  timeoutSeconds: number;
+  logLevel: Level;
+  imdsBaseUrl: string;
+  federationEndpoint?: string;
+  /** `doctor --image`. */
+  image?: string;
+}
+
+/** `--help` text. */
+export const USAGE = `Usage: oke-credential-provider [flags]            (run by kubelet: request on stdin, response on stdout)
+       oke-credential-provider doctor [--image REF] (check every step on this node)
+
+Flags:
+  --cache-dir DIR     token cache (env OKE_CREDENTIAL_PROVIDER_CACHE_DIR; default ${DEFAULT_CACHE_DIR})
+  --timeout SECONDS   deadline of one invocation (default 45; kubelet allows 60)
+  --log-level LEVEL   error, warn, info or debug (default warn); logs go to stderr
+  --version           print the version
+  --help              print this help
+
+Environment: OCI_METADATA_BASE_URL (default ${DEFAULT_IMDS_BASE}), OCI_SDK_AUTH_CLIENT_REGION_URL,
+HTTPS_PROXY / NO_PROXY, DENO_CERT (extra CA file).`;
+
+const bad = (reason: string) => new PluginError("arguments", "BAD_INPUT", reason);
+
+/**
+ * Parses the command line and the environment.
+ *
+ * @example
+ * ```ts
+ * const options = await parseOptions(["--timeout", "30"], (name) => Deno.env.get(name));
+ * options.timeoutSeconds; // 30
+ * ```
+ */
+export async function parseOptions(
+  args: string[],
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): Promise<Options> {
+  const options: Options = {
+    command: "provide",
+    cacheDir: env("OKE_CREDENTIAL_PROVIDER_CACHE_DIR") || DEFAULT_CACHE_DIR,
+    timeoutSeconds: 45,
+    logLevel: "warn",
+    imdsBaseUrl: env("OCI_METADATA_BASE_URL") || DEFAULT_IMDS_BASE,
+    federationEndpoint: env("OCI_SDK_AUTH_CLIENT_REGION_URL") || undefined,
+  };
+  if (args.length === 0) return options;
+  const { parseArgs } = await import("node:util");
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        "cache-dir": { type: "string" },
+        timeout: { type: "string" },
+        "log-level": { type: "string" },
+        image: { type: "string" },
+        version: { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    throw bad(`${(e as Error).message.split("\n")[0]} (see --help)`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length > 1 || (positionals.length === 1 && positionals[0] !== "doctor")) {
+    throw bad(`unexpected argument ${JSON.stringify(positionals.at(-1))} (see --help)`);
+  }
+  if (values.image !== undefined && positionals[0] !== "doctor") throw bad("--image is a flag of doctor");
+  if (values["cache-dir"] !== undefined) {
+    if (values["cache-dir"] === "") throw bad("--cache-dir is empty");
+    options.cacheDir = values["cache-dir"];
+  }
+  if (values.timeout !== undefined) {
+    const seconds = Number(values.timeout);
+    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600) {
+      throw bad(`--timeout ${JSON.stringify(values.timeout)} is not a number of seconds between 0 and 600`);
+    }
+    options.timeoutSeconds = seconds;
+  }
+  if (values["log-level"] !== undefined) {
+    if (!LEVELS.includes(values["log-level"] as Level)) {
+      throw bad(`--log-level ${JSON.stringify(values["log-level"])} is not one of ${LEVELS.join(", ")}`);
+    }
+    options.logLevel = values["log-level"] as Level;
+  }
+  options.image = values.image;
+  options.command = values.help ? "help" : values.version ? "version" : positionals[0] === "doctor" ? "doctor" : "provide";
+  return options;
+}
