@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { API_VERSIONS, formatResponse, goDuration, MAX_REQUEST_BYTES, parseRequest, readRequest } from "../lib/kubelet.ts";
+import { PluginError } from "../lib/errors.ts";
+
+const streamOf = (...chunks: Uint8Array[]) => ReadableStream.from(chunks);
+const request = (fields: Record<string, unknown>) =>
+  JSON.stringify({ apiVersion: API_VERSIONS[0], kind: "CredentialProviderRequest", image: "iad.ocir.io/ns/a:1", ...fields });
+
+Deno.test("parseRequest accepts every API version and ignores KEP-4412 fields", () => {
+  for (const apiVersion of API_VERSIONS) {
+    const parsed = parseRequest(
+      request({ apiVersion, serviceAccountToken: "x", serviceAccountAnnotations: { a: "b" } }),
+    );
+    assert.deepEqual(parsed, { apiVersion, image: "iad.ocir.io/ns/a:1" });
+  }
+});
+
+const rejected: [string, string, RegExp][] = [
+  ["empty stdin", "", /stdin is empty/],
+  ["blank stdin", " \n\t", /stdin is empty/],
+  ["not JSON", "{image: x}", /not JSON/],
+  ["a JSON array", "[]", /not a JSON object/],
+  ["JSON null", "null", /not a JSON object/],
+  ["a JSON string", '"x"', /not a JSON object/],
+  ["wrong kind", request({ kind: "CredentialProviderResponse" }), /kind is "CredentialProviderResponse"/],
+  ["no kind", request({ kind: undefined }), /kind is missing/],
+  ["unknown apiVersion", request({ apiVersion: "credentialprovider.kubelet.k8s.io/v2" }), /apiVersion "credentialprovider.kubelet.k8s.io\/v2" is not one of/],
+  ["no apiVersion", request({ apiVersion: undefined }), /apiVersion missing/],
+  ["no image", request({ image: undefined }), /names no image/],
+  ["empty image", request({ image: "" }), /names no image/],
+  ["image not a string", request({ image: 42 }), /names no image/],
+];
+for (const [name, text, pattern] of rejected) {
+  Deno.test(`parseRequest rejects ${name} with a request-step error`, () => {
+    assert.throws(() => parseRequest(text), (e) => e instanceof PluginError && e.step === "request" && pattern.test(e.message));
+  });
+}
+
+Deno.test("parseRequest does not quote unparsable input, which may hold a token", () => {
+  assert.throws(() => parseRequest('{"serviceAccountToken":"eyJsecret'), (e) => !(e as Error).message.includes("eyJ"));
+});
+
+Deno.test("readRequest joins chunks and refuses more than 1 MiB", async () => {
+  const enc = new TextEncoder();
+  assert.equal(await readRequest(streamOf(enc.encode("ab"), enc.encode("cd"))), "abcd");
+  assert.equal((await readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES)))).length, MAX_REQUEST_BYTES);
+  await assert.rejects(
+    readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES), new Uint8Array(1))),
+    /larger than 1048576 bytes/,
+  );
+  await assert.rejects(readRequest(streamOf(new Uint8Array([0xff, 0xfe]))), /not UTF-8/);
+});
+
+Deno.test("goDuration formats as Go's time.Duration.String", () => {
+  const table: [number, string][] = [
+    [0, "0s"],
+    [-5, "0s"],
+    [1, "1s"],
+    [59.9, "59s"],
+    [60, "1m0s"],
+    [90, "1m30s"],
+    [3300, "55m0s"],
+    [3600, "1h0m0s"],
+    [3723, "1h2m3s"],
+    [90000, "25h0m0s"],
+  ];
+  for (const [seconds, text] of table) assert.equal(goDuration(seconds), text, `${seconds}`);
+});
+
+Deno.test("formatResponse has exactly the fields kubelet decodes strictly", () => {
+  for (const apiVersion of API_VERSIONS) {
+    const json = JSON.parse(formatResponse(apiVersion, { host: "iad.ocir.io", password: "pw" }, 3300));
+    assert.deepEqual(json, {
+      apiVersion,
+      kind: "CredentialProviderResponse",
+      cacheKeyType: "Registry",
+      cacheDuration: "55m0s",
+      auth: { "iad.ocir.io": { username: "BEARER_TOKEN", password: "pw" } },
+    });
+  }
+  assert.deepEqual(JSON.parse(formatResponse(API_VERSIONS[1], null, 0)).auth, {});
+});

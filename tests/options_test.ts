@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import { DEFAULT_IMDS_BASE, parseOptions } from "../lib/options.ts";
+import { DEFAULT_CACHE_DIR } from "../lib/cache.ts";
+
+const noEnv = () => undefined;
+
+Deno.test("parseOptions defaults, then environment, then flags", async () => {
+  assert.deepEqual(await parseOptions([], noEnv), {
+    command: "provide",
+    cacheDir: DEFAULT_CACHE_DIR,
+    timeoutSeconds: 45,
+    logLevel: "warn",
+    imdsBaseUrl: DEFAULT_IMDS_BASE,
+    federationEndpoint: undefined,
+  });
+  const env = (name: string) =>
+    ({
+      OKE_CREDENTIAL_PROVIDER_CACHE_DIR: "/env/cache",
+      OCI_METADATA_BASE_URL: "http://127.0.0.1:1/opc/v2",
+      OCI_SDK_AUTH_CLIENT_REGION_URL: "https://auth.example",
+    })[name];
+  const fromEnv = await parseOptions([], env);
+  assert.equal(fromEnv.cacheDir, "/env/cache");
+  assert.equal(fromEnv.imdsBaseUrl, "http://127.0.0.1:1/opc/v2");
+  assert.equal(fromEnv.federationEndpoint, "https://auth.example");
+  const flags = await parseOptions(["--cache-dir", "/flag", "--timeout=2.5", "--log-level", "debug"], env);
+  assert.equal(flags.cacheDir, "/flag");
+  assert.equal(flags.timeoutSeconds, 2.5);
+  assert.equal(flags.logLevel, "debug");
+});
+
+Deno.test("parseOptions knows the commands", async () => {
+  assert.equal((await parseOptions(["--help"], noEnv)).command, "help");
+  assert.equal((await parseOptions(["--version"], noEnv)).command, "version");
+  const doctor = await parseOptions(["doctor", "--image", "iad.ocir.io/ns/a:1"], noEnv);
+  assert.equal(doctor.command, "doctor");
+  assert.equal(doctor.image, "iad.ocir.io/ns/a:1");
+});
+
+Deno.test("parseOptions rejects bad flags with an arguments-step error", async () => {
+  const table: [string[], RegExp][] = [
+    [["--bogus"], /Unknown option '--bogus'/],
+    [["--timeout", "0"], /--timeout "0" is not a number/],
+    [["--timeout", "abc"], /--timeout "abc"/],
+    [["--timeout", "601"], /--timeout "601"/],
+    [["--log-level", "trace"], /--log-level "trace" is not one of error, warn, info, debug/],
+    [["--cache-dir", ""], /--cache-dir is empty/],
+    [["--cache-dir"], /argument missing/],
+    [["provide"], /unexpected argument "provide"/],
+    [["doctor", "x"], /unexpected argument "x"/],
+    [["--image", "x"], /--image is a flag of doctor/],
+  ];
+  for (const [args, pattern] of table) {
+    await assert.rejects(parseOptions(args, noEnv), (e: Error) => e.message.startsWith("arguments: ") && pattern.test(e.message), args.join(" "));
+  }
+});
