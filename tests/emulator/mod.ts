@@ -411,7 +411,7 @@ class OciEmulator implements Emulator {
     }
     if (effect.body !== undefined) {
       response = new Response(effect.body, { status: response.status, headers: response.headers });
-      reason ??= "fault: malformed body";
+      reason = reason ? `${reason}; fault: malformed body` : "fault: malformed body";
     }
     if (service !== "imds") {
       // OCI services answer with their own clock and a request id.
