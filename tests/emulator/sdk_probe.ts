@@ -14,7 +14,7 @@ builder.metadataBaseUrl = Deno.env.get("OCI_METADATA_BASE_URL")!;
 builder.federationEndpoint = federationEndpoint;
 const provider = await builder.build();
 const signer = new common.DefaultRequestSigner(provider);
-const request = {
+const request: common.HttpRequest = {
   uri: `https://${registryHost}/20180419/docker/token`,
   method: "GET",
   headers: new Headers(),
