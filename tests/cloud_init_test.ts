@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
+import { binaryAsset, CLOUD_INIT_ASSET, CONFIG_ASSET, SUMS_ASSET } from "../scripts/build.ts";
 
 const SCRIPT = fileURLToPath(new URL("../cloud-init/cloud-init.sh", import.meta.url));
 const CONFIG_TEXT = Deno.readTextFileSync(
@@ -35,13 +36,14 @@ const sha256 = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 
 function releaseFiles(): Map<string, Uint8Array<ArrayBuffer>> {
   const files = new Map<string, Uint8Array<ArrayBuffer>>([
-    ["oke-credential-provider-linux-amd64", text("fake amd64 binary\n")],
-    ["oke-credential-provider-linux-arm64", text("fake arm64 binary\n")],
-    ["credential-provider-config.yaml", text(CONFIG_TEXT)],
-    ["cloud-init.sh", Deno.readFileSync(SCRIPT)],
+    // Named as scripts/build.ts names the release assets, so the two cannot drift apart.
+    [binaryAsset("amd64"), text("fake amd64 binary\n")],
+    [binaryAsset("arm64"), text("fake arm64 binary\n")],
+    [CONFIG_ASSET, text(CONFIG_TEXT)],
+    [CLOUD_INIT_ASSET, Deno.readFileSync(SCRIPT)],
   ]);
   const sums = [...files].map(([name, data]) => `${sha256(data)}  ${name}\n`).join("");
-  files.set("SHA256SUMS", text(sums));
+  files.set(SUMS_ASSET, text(sums));
   return files;
 }
 
@@ -238,7 +240,7 @@ Deno.test("cloud-init: offline mode installs from a local directory without any 
 
 Deno.test("cloud-init: a checksum mismatch installs nothing and exits non-zero", async () => {
   for (
-    const tampered of ["oke-credential-provider-linux-amd64", "credential-provider-config.yaml"]
+    const tampered of [binaryAsset("amd64"), CONFIG_ASSET]
   ) {
     await withNode(async (ctx) => {
       ctx.files.set(tampered, text("tampered\n"));
@@ -251,7 +253,7 @@ Deno.test("cloud-init: a checksum mismatch installs nothing and exits non-zero",
     const local = `${ctx.dir}/local`;
     await Deno.mkdir(local);
     for (const [name, data] of ctx.files) await Deno.writeFile(`${local}/${name}`, data);
-    await Deno.writeTextFile(`${local}/oke-credential-provider-linux-amd64`, "tampered\n");
+    await Deno.writeTextFile(`${local}/${binaryAsset("amd64")}`, "tampered\n");
     const run = await runScript(ctx, "x86_64", { OKE_CP_LOCAL_DIR: local });
     await assertNothingInstalled(ctx, run, /checksum mismatch/);
   });
@@ -259,13 +261,13 @@ Deno.test("cloud-init: a checksum mismatch installs nothing and exits non-zero",
 
 Deno.test("cloud-init: a file missing from the release or from SHA256SUMS installs nothing", async () => {
   await withNode(async (ctx) => {
-    ctx.files.delete("credential-provider-config.yaml");
+    ctx.files.delete(CONFIG_ASSET);
     const run = await runScript(ctx, "x86_64");
     await assertNothingInstalled(ctx, run, /download of .*credential-provider-config\.yaml failed/);
   });
   await withNode(async (ctx) => {
-    const sums = new TextDecoder().decode(ctx.files.get("SHA256SUMS"));
-    ctx.files.set("SHA256SUMS", text(sums.replace(/.*-linux-arm64\n/, "")));
+    const sums = new TextDecoder().decode(ctx.files.get(SUMS_ASSET));
+    ctx.files.set(SUMS_ASSET, text(sums.replace(/.*-linux-arm64\n/, "")));
     const run = await runScript(ctx, "aarch64");
     await assertNothingInstalled(
       ctx,

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Node pool initialization script for OKE: installs oke-credential-provider, then runs OKE's own
+# bootstrap (oke-init.sh) with the two kubelet flags that enable it.
+#
+# Paste the whole file as the node pool's "Initialization script" (cloud-init). It:
+#   1. picks the binary for this CPU (x86_64 -> amd64, aarch64 -> arm64);
+#   2. downloads the pinned release's binary, kubelet config and SHA256SUMS from OKE_CP_BASE_URL,
+#      or takes them from OKE_CP_LOCAL_DIR on nodes without internet;
+#   3. checks both files against SHA256SUMS and installs nothing if either differs;
+#   4. installs /usr/local/bin/oke-credential-provider (0755) and
+#      /etc/kubernetes/credential-provider-config.yaml (0644), each by an atomic rename;
+#   5. fetches OKE's bootstrap script from the instance metadata service and runs it with
+#      --kubelet-extra-args "<both flags>".
+# Running it again gives the same result.
+#
+# Settings (environment variables, or edit the defaults below):
+#   OKE_CP_VERSION      release tag to install (pinned; a release's own copy names its tag)
+#   OKE_CP_REPO         GitHub owner/name the release lives in (OWNER is a placeholder that the
+#                       release build replaces; a copy straight from the repository has it)
+#   OKE_CP_BASE_URL     where the release files are: a mirror or an Object Storage
+#                       pre-authenticated request URL ending in /o/ works too
+#   OKE_CP_LOCAL_DIR    directory that already holds the release files: nothing is downloaded
+#   OKE_CP_RUN_OKE_INIT "false" to only install (for autoscalers that bootstrap kubelet
+#                       themselves; they must then pass the two kubelet flags)
+#   OKE_CP_EXTRA_KUBELET_ARGS  more kubelet flags to pass along in the same argument
+#   OKE_CP_ROOT, OKE_CP_IMDS_URL, OKE_CP_OKE_INIT  where to install, the metadata service, where
+#                       to write oke-init.sh (for tests; the defaults are right on a node)
+set -euo pipefail
+
+OKE_CP_VERSION="${OKE_CP_VERSION:-v0.1.0}"
+OKE_CP_REPO="${OKE_CP_REPO:-OWNER/oke-credential-provider}"
+OKE_CP_BASE_URL="${OKE_CP_BASE_URL:-https://github.com/${OKE_CP_REPO}/releases/download/${OKE_CP_VERSION}}"
+OKE_CP_LOCAL_DIR="${OKE_CP_LOCAL_DIR:-}"
+OKE_CP_RUN_OKE_INIT="${OKE_CP_RUN_OKE_INIT:-true}"
+OKE_CP_EXTRA_KUBELET_ARGS="${OKE_CP_EXTRA_KUBELET_ARGS:-}"
+OKE_CP_ROOT="${OKE_CP_ROOT:-}"
+OKE_CP_IMDS_URL="${OKE_CP_IMDS_URL:-http://169.254.169.254/opc/v2}"
+OKE_CP_OKE_INIT="${OKE_CP_OKE_INIT:-${OKE_CP_ROOT}/var/run/oke-init.sh}"
+
+# What kubelet sees. These are paths on the node, whatever OKE_CP_ROOT is; kubelet runs
+# <bin dir>/<provider name>, so the binary's name must equal the provider name in the config.
+readonly BIN_DIR=/usr/local/bin
+readonly BIN_NAME=oke-credential-provider
+readonly CONFIG_PATH=/etc/kubernetes/credential-provider-config.yaml
+readonly CONFIG_ASSET=credential-provider-config.yaml
+readonly KUBELET_FLAGS="--image-credential-provider-config=${CONFIG_PATH} --image-credential-provider-bin-dir=${BIN_DIR}"
+
+log() { echo "oke-credential-provider cloud-init: $*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+for tool in curl sha256sum base64 install mktemp awk; do
+  command -v "$tool" >/dev/null || die "required command '$tool' not found"
+done
+
+machine="$(uname -m)"
+case "$machine" in
+x86_64 | amd64) arch=amd64 ;;
+aarch64 | arm64) arch=arm64 ;;
+*) die "unsupported CPU architecture '$machine': release binaries exist for x86_64 (amd64) and aarch64 (arm64)" ;;
+esac
+bin_asset="${BIN_NAME}-linux-${arch}"
+
+staging="$(mktemp -d)"
+trap 'rm -rf "$staging"' EXIT
+
+fetch() { # fetch URL FILE: fail on HTTP errors, retry transient ones
+  curl --fail --silent --show-error --location --retry 5 --retry-delay 2 --retry-connrefused \
+    --connect-timeout 10 --max-time 300 --output "$2" "$1"
+}
+
+if [[ -n "$OKE_CP_LOCAL_DIR" ]]; then
+  log "using release files from $OKE_CP_LOCAL_DIR (no download)"
+  for f in "$bin_asset" "$CONFIG_ASSET" SHA256SUMS; do
+    [[ -f "$OKE_CP_LOCAL_DIR/$f" ]] || die "$OKE_CP_LOCAL_DIR/$f is missing"
+    cp "$OKE_CP_LOCAL_DIR/$f" "$staging/$f"
+  done
+else
+  if [[ "$OKE_CP_BASE_URL" == *"/OWNER/"* ]]; then
+    die "this copy of cloud-init.sh names no release repository (OWNER placeholder): use the cloud-init.sh of a release, or set OKE_CP_BASE_URL or OKE_CP_LOCAL_DIR"
+  fi
+  base="${OKE_CP_BASE_URL%/}"
+  log "downloading $OKE_CP_VERSION ($arch) from $base"
+  for f in "$bin_asset" "$CONFIG_ASSET" SHA256SUMS; do
+    fetch "$base/$f" "$staging/$f" || die "download of $base/$f failed"
+  done
+fi
+
+# Both files are checked before either is installed, so a bad download changes nothing.
+for f in "$bin_asset" "$CONFIG_ASSET"; do
+  expected="$(awk -v name="$f" '$2 == name { print $1; exit }' "$staging/SHA256SUMS")"
+  [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "SHA256SUMS has no entry for $f"
+  actual="$(sha256sum "$staging/$f" | awk '{ print $1 }')"
+  [[ "$actual" == "$expected" ]] || die "checksum mismatch for $f (expected $expected, got $actual): nothing installed"
+done
+
+install_file() { # install_file SOURCE DEST MODE: write beside DEST, then rename over it
+  local dir tmp
+  dir="$(dirname "$2")"
+  mkdir -p "$dir"
+  tmp="$(mktemp "$dir/.$(basename "$2").XXXXXX")"
+  install -m "$3" "$1" "$tmp"
+  mv -f "$tmp" "$2"
+}
+install_file "$staging/$bin_asset" "${OKE_CP_ROOT}${BIN_DIR}/${BIN_NAME}" 0755
+install_file "$staging/$CONFIG_ASSET" "${OKE_CP_ROOT}${CONFIG_PATH}" 0644
+log "installed ${BIN_DIR}/${BIN_NAME} and ${CONFIG_PATH}"
+
+if [[ "$OKE_CP_RUN_OKE_INIT" == "false" ]]; then
+  log "OKE_CP_RUN_OKE_INIT=false: not running oke-init.sh; pass kubelet: $KUBELET_FLAGS"
+  exit 0
+fi
+
+kubelet_args="$KUBELET_FLAGS"
+[[ -z "$OKE_CP_EXTRA_KUBELET_ARGS" ]] || kubelet_args="$kubelet_args $OKE_CP_EXTRA_KUBELET_ARGS"
+
+mkdir -p "$(dirname "$OKE_CP_OKE_INIT")"
+curl --fail --silent --show-error --retry 5 --retry-delay 2 --retry-connrefused \
+  --connect-timeout 10 --max-time 60 -H "Authorization: Bearer Oracle" -L0 \
+  "${OKE_CP_IMDS_URL%/}/instance/metadata/oke_init_script" | base64 --decode >"$OKE_CP_OKE_INIT"
+log "running oke-init.sh with kubelet flags: $kubelet_args"
+# One separate, double-quoted argument: OKE does not apply the --kubelet-extra-args="..." form.
+bash "$OKE_CP_OKE_INIT" --kubelet-extra-args "$kubelet_args"

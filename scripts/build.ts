@@ -1,0 +1,274 @@
+/**
+ * `deno task build`: compiles the plugin for Linux amd64 and arm64 into `dist/`, copies the
+ * kubelet config and cloud-init script beside the binaries, and writes `SHA256SUMS`. These are
+ * the release assets, under the names the README and cloud-init.sh use.
+ *
+ * `deno compile` downloads its runtime (`denort`) from dl.deno.land. Where that is unreachable,
+ * the build stops with one line saying so; `DENORT_BIN_AMD64` / `DENORT_BIN_ARM64` (or
+ * `DENORT_BIN`, for every target) name a denort already on disk instead.
+ *
+ * Flags: `--out-dir DIR` (default dist), `--arch amd64|arm64` (default both),
+ * `--release-tag TAG` and `--repo OWNER/NAME` (written into the copied cloud-init.sh as its pinned
+ * release, so a release's cloud-init.sh downloads that release).
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+/** The plugin's default cache directory (lib/cache.ts), where it keeps tokens and keys. */
+export const CACHE_DIR = "/var/lib/oke-credential-provider";
+
+/**
+ * Every environment variable the plugin reads, and nothing else: reading one that is not listed
+ * fails in the compiled binary. tests/build_test.ts checks this covers the names read in lib/ and
+ * mod.ts. Proxy variables (HTTPS_PROXY, NO_PROXY, …) and DENO_CERT are absent on purpose: Deno's
+ * runtime applies them itself without any permission, and leaving them out keeps a proxy
+ * password out of reach of the code and its dependencies. Add one only if the plugin's own code
+ * starts reading it (e.g. to report it in `doctor`).
+ */
+export const ALLOWED_ENV = [
+  "OKE_CREDENTIAL_PROVIDER_CACHE_DIR",
+  "OCI_METADATA_BASE_URL",
+  "OCI_SDK_AUTH_CLIENT_REGION_URL",
+] as const;
+
+/**
+ * Files the plugin may read and write: its cache directory, and /tmp so that an operator who is
+ * not root can point `--cache-dir` there to run `doctor`. Nothing else on the node (kubelet's own
+ * credentials in /var/lib/kubelet and /etc/kubernetes above all) is readable by the plugin or its
+ * dependencies. A `--cache-dir` elsewhere fails with a permission error in the compiled binary;
+ * mount the desired storage at the default path instead.
+ */
+export const ALLOWED_PATHS = [CACHE_DIR, "/tmp"] as const;
+
+/**
+ * Deno permissions baked into the binaries. `--allow-net` has no host list because the hosts are
+ * open-ended: every region's OCIR and auth endpoints in every realm, dedicated realms no table
+ * knows, IMDS, and the URLs given by OCI_METADATA_BASE_URL / OCI_SDK_AUTH_CLIENT_REGION_URL. The
+ * plugin's own code refuses to contact hosts that are not OCIR or OCI (lib/image.ts). No
+ * --allow-run, --allow-sys, --allow-ffi: the plugin needs none. `--no-prompt` because nobody can
+ * answer a prompt under kubelet.
+ */
+export const PERMISSION_FLAGS = [
+  "--allow-net",
+  `--allow-env=${ALLOWED_ENV.join(",")}`,
+  `--allow-read=${ALLOWED_PATHS.join(",")}`,
+  `--allow-write=${ALLOWED_PATHS.join(",")}`,
+  "--deny-import", // no code is loaded from the network at run time; all of it is embedded
+  "--no-prompt",
+] as const;
+
+/** Release architectures, their Rust target triples and ELF `e_machine` values. */
+export const TARGETS = {
+  amd64: { triple: "x86_64-unknown-linux-gnu", elfMachine: 62 },
+  arm64: { triple: "aarch64-unknown-linux-gnu", elfMachine: 183 },
+} as const;
+export type Arch = keyof typeof TARGETS;
+
+/** Release asset names; cloud-init.sh, release.yml and the README use exactly these. */
+export const binaryAsset = (arch: Arch) => `oke-credential-provider-linux-${arch}`;
+export const CONFIG_ASSET = "credential-provider-config.yaml";
+export const CLOUD_INIT_ASSET = "cloud-init.sh";
+export const SUMS_ASSET = "SHA256SUMS";
+export const RELEASE_ASSETS = [
+  binaryAsset("amd64"),
+  binaryAsset("arm64"),
+  CONFIG_ASSET,
+  CLOUD_INIT_ASSET,
+  SUMS_ASSET,
+] as const;
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+/** A failure the build explains in one line. */
+export class BuildError extends Error {}
+
+/** The `deno compile` arguments for one architecture. */
+export function compileArgs(arch: Arch, output: string): string[] {
+  return [
+    "compile",
+    "--target",
+    TARGETS[arch].triple,
+    ...PERMISSION_FLAGS,
+    "--frozen", // a release builds exactly the locked dependencies
+    // deno.json also names test-only npm packages (oci-common, fast-check, …): embed only what
+    // mod.ts reaches.
+    "--exclude-unused-npm",
+    "--output",
+    output,
+    "mod.ts",
+  ];
+}
+
+// Printed by `deno repl` and so present in the deno CLI binary, but not in denort, which has
+// no REPL. A binary built on the CLI starts that REPL instead of the plugin.
+const DENO_CLI_MARKER = "REPL is running with all permissions allowed";
+
+/**
+ * Checks that `path` can serve as the denort runtime for `arch`; returns the problem, or
+ * undefined. `deno compile` uses DENORT_BIN whatever the target, so a wrong file silently makes
+ * a binary for the wrong CPU, or (with the full deno CLI) one that starts a REPL.
+ */
+export async function runtimeProblem(path: string, arch: Arch): Promise<string | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    return `cannot read ${path}: ${(e as Error).message}`;
+  }
+  const isElf64Le = bytes.length >= 20 && bytes[0] === 0x7f && bytes[1] === 0x45 &&
+    bytes[2] === 0x4c && bytes[3] === 0x46 && bytes[4] === 2 && bytes[5] === 1;
+  if (!isElf64Le) return `${path} is not a 64-bit Linux executable`;
+  const machine = bytes[18] | (bytes[19] << 8);
+  if (machine !== TARGETS[arch].elfMachine) {
+    const found = Object.entries(TARGETS).find(([, t]) => t.elfMachine === machine)?.[0] ??
+      `ELF machine ${machine}`;
+    return `${path} is built for ${found}, not ${arch}`;
+  }
+  if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).includes(DENO_CLI_MARKER)) {
+    return `${path} is the full deno CLI, not denort: a binary built on it starts a REPL instead of the plugin`;
+  }
+  return undefined;
+}
+
+/** Which runtime file the build uses for `arch`, and the variable that named it. */
+export function runtimeFor(
+  arch: Arch,
+  env: (name: string) => string | undefined,
+): { variable: string; path: string } | undefined {
+  for (const variable of [`DENORT_BIN_${arch.toUpperCase()}`, "DENORT_BIN"]) {
+    const path = env(variable);
+    if (path) return { variable, path };
+  }
+  return undefined;
+}
+
+/** Pins the copied cloud-init.sh to a release: its default version and repository. */
+export function stampCloudInit(script: string, tag: string, repo: string): string {
+  if (!/^v[0-9A-Za-z.+-]+$/.test(tag)) {
+    throw new BuildError(`release tag ${JSON.stringify(tag)} is not like v1.2.3`);
+  }
+  if (!/^[\w.-]+\/[\w.-]+$/.test(repo)) {
+    throw new BuildError(`repository ${JSON.stringify(repo)} is not OWNER/NAME`);
+  }
+  const stamped = script
+    .replace(
+      /^OKE_CP_VERSION="\$\{OKE_CP_VERSION:-[^}]*\}"$/m,
+      `OKE_CP_VERSION="\${OKE_CP_VERSION:-${tag}}"`,
+    )
+    .replace(/^OKE_CP_REPO="\$\{OKE_CP_REPO:-[^}]*\}"$/m, `OKE_CP_REPO="\${OKE_CP_REPO:-${repo}}"`);
+  if (!stamped.includes(`:-${tag}}"`) || !stamped.includes(`:-${repo}}"`)) {
+    throw new BuildError("cloud-init.sh has no OKE_CP_VERSION / OKE_CP_REPO default line to pin");
+  }
+  return stamped;
+}
+
+const sha256hex = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
+
+/** `sha256sum` output for the files: `<hex>  <name>` per line. */
+export function sha256sums(files: { name: string; data: Uint8Array }[]): string {
+  return files.map(({ name, data }) => `${sha256hex(data)}  ${name}\n`).join("");
+}
+
+/** Picks and checks the runtime for `arch`; undefined means deno compile downloads it. */
+async function checkedRuntime(arch: Arch): Promise<string | undefined> {
+  const runtime = runtimeFor(arch, (name) => Deno.env.get(name));
+  if (!runtime) return undefined;
+  const problem = await runtimeProblem(runtime.path, arch);
+  if (problem) {
+    const zip = `denort-${TARGETS[arch].triple}.zip`;
+    throw new BuildError(
+      `${runtime.variable}: ${problem}; use denort from ${zip} of Deno ${Deno.version.deno}`,
+    );
+  }
+  return runtime.path;
+}
+
+async function compile(arch: Arch, runtime: string | undefined, outDir: string): Promise<void> {
+  const triple = TARGETS[arch].triple;
+  const env = Deno.env.toObject();
+  delete env.DENORT_BIN; // deno compile would use it for every target
+  if (runtime) env.DENORT_BIN = runtime;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: compileArgs(arch, `${outDir}/${binaryAsset(arch)}`),
+    cwd: ROOT,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (out.success) return;
+  const stderr = new TextDecoder().decode(out.stderr);
+  if (!runtime && /Setting up base binary|dl\.deno\.land/.test(stderr)) {
+    throw new BuildError(
+      `deno compile could not download its runtime denort-${triple}.zip (Deno ${Deno.version.deno}) from dl.deno.land, which this machine cannot reach; unzip it on a machine that can and set DENORT_BIN_${arch.toUpperCase()}=/path/to/denort`,
+    );
+  }
+  await Deno.stderr.write(out.stderr);
+  throw new BuildError(`deno compile failed for ${triple} (its output is above)`);
+}
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: Deno.args,
+      options: {
+        "out-dir": { type: "string", default: `${ROOT}dist` },
+        arch: { type: "string" },
+        "release-tag": { type: "string" },
+        repo: { type: "string" },
+      },
+    }));
+  } catch (e) {
+    throw new BuildError((e as Error).message);
+  }
+  const outDir = values["out-dir"];
+  if (values.arch !== undefined && !(values.arch in TARGETS)) {
+    throw new BuildError(`--arch must be amd64 or arm64, not ${values.arch}`);
+  }
+  if ((values["release-tag"] === undefined) !== (values.repo === undefined)) {
+    throw new BuildError("--release-tag and --repo go together");
+  }
+  const arches = values.arch ? [values.arch as Arch] : (Object.keys(TARGETS) as Arch[]);
+
+  // Start from nothing, so no asset of an earlier build is listed or published by mistake.
+  await Deno.mkdir(outDir, { recursive: true });
+  for (const name of RELEASE_ASSETS) await Deno.remove(`${outDir}/${name}`).catch(() => {});
+
+  // Every runtime is checked before anything is built, so a bad one leaves no half-built dist.
+  const runtimes = new Map<Arch, string | undefined>();
+  for (const arch of arches) runtimes.set(arch, await checkedRuntime(arch));
+  for (const arch of arches) {
+    await compile(arch, runtimes.get(arch), outDir);
+    console.log(`built ${outDir}/${binaryAsset(arch)}`);
+  }
+  let cloudInit = await Deno.readTextFile(`${ROOT}cloud-init/cloud-init.sh`);
+  if (values["release-tag"] && values.repo) {
+    cloudInit = stampCloudInit(cloudInit, values["release-tag"], values.repo);
+  }
+  await Deno.writeTextFile(`${outDir}/${CLOUD_INIT_ASSET}`, cloudInit, { mode: 0o755 });
+  await Deno.copyFile(`${ROOT}config/credential-provider-config.yaml`, `${outDir}/${CONFIG_ASSET}`);
+
+  const listed = [...arches.map(binaryAsset), CONFIG_ASSET, CLOUD_INIT_ASSET];
+  const files = await Promise.all(
+    listed.map(async (name) => ({ name, data: await Deno.readFile(`${outDir}/${name}`) })),
+  );
+  await Deno.writeTextFile(`${outDir}/${SUMS_ASSET}`, sha256sums(files));
+  console.log(`wrote ${outDir}/${SUMS_ASSET} (${listed.join(", ")})`);
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    if (!(e instanceof BuildError)) throw e;
+    // One line, so the reason is the first thing a CI log shows.
+    console.error(`build: ${e.message}`);
+    Deno.exit(1);
+  }
+}
