@@ -76,7 +76,8 @@ try {
     const start = Date.now();
     const child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", PLUGIN, "--cache-dir", cacheDir],
-      env: emu.env,
+      // Deno's update check would otherwise show up on the wire as a refused CONNECT.
+      env: { ...emu.env, DENO_NO_UPDATE_CHECK: "1" },
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
