@@ -78,7 +78,6 @@ async function realm(
 }
 
 async function realmRejected(
-  f: Fixture,
   r: Promise<
     { status: number; json: { errors: { code: string; message: string }[] }; reason: string }
   >,
@@ -293,13 +292,12 @@ Deno.test({
       });
       await t.step(
         "wrong password",
-        () => realmRejected(f, realm(f, "not-a-token", "scope=x"), /docker token: /),
+        () => realmRejected(realm(f, "not-a-token", "scope=x"), /docker token: /),
       );
       await t.step(
         "tampered docker token",
         () =>
           realmRejected(
-            f,
             realm(f, password.slice(0, -4) + "AAAA", "scope=x"),
             /docker token: signature/,
           ),
@@ -307,7 +305,7 @@ Deno.test({
       await t.step(
         "user other than BEARER_TOKEN",
         () =>
-          realmRejected(f, realm(f, password, "scope=x", { user: "admin" }), /is not BEARER_TOKEN/),
+          realmRejected(realm(f, password, "scope=x", { user: "admin" }), /is not BEARER_TOKEN/),
       );
       await t.step("no credentials", async () => {
         const res = await fetch(`https://${IAD}/20180419/docker/token?scope=x`, {
@@ -321,7 +319,6 @@ Deno.test({
         "a docker token issued for another registry host",
         () =>
           realmRejected(
-            f,
             realm(f, password, "scope=x", { host: "ocir.us-ashburn-1.oci.oraclecloud.com" }),
             /docker token: .*"aud"/,
           ),
@@ -330,7 +327,6 @@ Deno.test({
         "service parameter naming another registry",
         () =>
           realmRejected(
-            f,
             realm(f, password, "service=fra.ocir.io"),
             /service fra.ocir.io is not this registry/,
           ),
@@ -338,7 +334,7 @@ Deno.test({
       await t.step("expired docker token", async () => {
         f.emu.fault("ocir", { clockSkewSec: 3700 });
         try {
-          await realmRejected(f, realm(f, password, "scope=x"), /docker token: .*"exp"/);
+          await realmRejected(realm(f, password, "scope=x"), /docker token: .*"exp"/);
         } finally {
           f.emu.clearFaults();
         }

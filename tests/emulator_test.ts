@@ -350,7 +350,7 @@ Deno.test({
       reader.cancel(),
     ]);
     assert.equal(status.code, 0);
-    assert.match(stderr, /imds  GET 127\.0\.0\.1:\d+\/opc\/v2\/instance\/region -> 200/);
+    assert.match(stderr, /imds {2}GET 127\.0\.0\.1:\d+\/opc\/v2\/instance\/region -> 200/);
     await assert.rejects(Deno.stat(env.DENO_CERT), "temporary files removed on exit");
   },
 });
