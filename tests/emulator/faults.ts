@@ -54,11 +54,6 @@ export class Faults {
     this.#entries.clear();
   }
 
-  /** The clock skew of a service, seconds (from its service-wide entry). */
-  skew(service: Service): number {
-    return this.#entries.get(service)?.clockSkewSec ?? 0;
-  }
-
   /** Works out, and consumes, what happens to one request; path-specific entries come first. */
   take(service: Service, path: string): Effect {
     const matching: Fault[] = [];
