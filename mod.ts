@@ -30,7 +30,10 @@ async function provide(options: Options, log: Logger, progress: { step: Step }):
   const image = parseImage(request.image);
   const registry = ocirHost(image.registry);
   if (!registry) {
-    log.warn("image", `${image.registry} is not an OCIR registry host: answering with no credentials`);
+    log.warn(
+      "image",
+      `${image.registry} is not an OCIR registry host: answering with no credentials`,
+    );
     return await print(formatResponse(request.apiVersion, null, 0));
   }
   progress.step = "cache";
@@ -43,7 +46,9 @@ async function provide(options: Options, log: Logger, progress: { step: Step }):
       log,
     });
   const seconds = entry.refreshAt - Date.now() / 1000;
-  await print(formatResponse(request.apiVersion, { host: image.registry, password: entry.token }, seconds));
+  await print(
+    formatResponse(request.apiVersion, { host: image.registry, password: entry.token }, seconds),
+  );
 }
 
 async function main(): Promise<number> {
@@ -60,7 +65,9 @@ async function main(): Promise<number> {
       Deno.exit(1);
     }, options.timeoutSeconds * 1000 + 1000);
     Deno.unrefTimer(watchdog);
-    if (options.command === "doctor") return await (await import("./lib/doctor.ts")).doctor(options, log);
+    if (options.command === "doctor") {
+      return await (await import("./lib/doctor.ts")).doctor(options, log);
+    }
     progress.step = "request";
     await provide(options, log, progress);
     return 0;

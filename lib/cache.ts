@@ -76,7 +76,11 @@ export function dockerTokenPath(dir: string, host: string): string {
  * const cached = await readDockerToken("/var/lib/oke-credential-provider", "iad.ocir.io");
  * ```
  */
-export async function readDockerToken(dir: string, host: string, at = now()): Promise<CachedDockerToken | undefined> {
+export async function readDockerToken(
+  dir: string,
+  host: string,
+  at = now(),
+): Promise<CachedDockerToken | undefined> {
   const v = await readJson(dockerTokenPath(dir, host));
   if (
     !v || v.host !== host || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) ||
@@ -96,7 +100,8 @@ export async function readDockerToken(dir: string, host: string, at = now()): Pr
 export async function readSession(dir: string, at = now()): Promise<CachedSession | undefined> {
   const v = await readJson(`${dir}/session.json`);
   if (
-    !v || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) || !isString(v.fingerprint) ||
+    !v || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) ||
+    !isString(v.fingerprint) ||
     !isString(v.tenancy) || !isString(v.privateKey) || v.refreshAt <= at
   ) return undefined;
   return v as unknown as CachedSession;
@@ -190,13 +195,24 @@ export async function clearTokens(dir: string): Promise<void> {
  * ```
  */
 export async function lockCache(dir: string, signal: AbortSignal): Promise<{ release(): void }> {
-  const file = await Deno.open(`${dir}/lock`, { read: true, write: true, create: true, mode: 0o600 });
+  const file = await Deno.open(`${dir}/lock`, {
+    read: true,
+    write: true,
+    create: true,
+    mode: 0o600,
+  });
   const aborted = new Promise<never>((_, reject) => {
     const fail = () => reject(new DOMException("waiting for the cache lock", "TimeoutError"));
     if (signal.aborted) fail();
     signal.addEventListener("abort", fail, { once: true });
   });
-  // On timeout the pending lock is abandoned with the process, which exits with the error.
-  await Promise.race([file.lock(true), aborted]);
+  const locking = file.lock(true);
+  try {
+    await Promise.race([locking, aborted]);
+  } catch (e) {
+    // The kernel call cannot be cancelled: if it succeeds after we gave up, let go at once.
+    locking.then(() => file.close(), () => file.close());
+    throw e;
+  }
   return { release: () => file.close() };
 }

@@ -23,7 +23,7 @@ import {
 import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey } from "./federation.ts";
 import { type Deadline, deadlineError } from "./http.ts";
-import { instanceIdentity, type InstanceIdentity } from "./identity.ts";
+import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import type { OcirHost } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
@@ -75,7 +75,10 @@ async function usableCacheDir(settings: Settings): Promise<string | undefined> {
     await prepareCacheDir(settings.cacheDir);
     return settings.cacheDir;
   } catch (e) {
-    settings.log.warn("cache", `cannot use cache directory ${settings.cacheDir} (${describe(e)}); answering without caching`);
+    settings.log.warn(
+      "cache",
+      `cannot use cache directory ${settings.cacheDir} (${describe(e)}); answering without caching`,
+    );
     return undefined;
   }
 }
@@ -85,7 +88,10 @@ async function store(settings: Settings, what: string, write: () => Promise<void
   try {
     await write();
   } catch (e) {
-    settings.log.warn("cache", `could not cache the ${what} (${describe(e)}); the next invocation will fetch again`);
+    settings.log.warn(
+      "cache",
+      `could not cache the ${what} (${describe(e)}); the next invocation will fetch again`,
+    );
   }
 }
 
@@ -98,7 +104,10 @@ async function store(settings: Settings, what: string, write: () => Promise<void
  * entry.token;
  * ```
  */
-export async function obtainDockerToken(registry: OcirHost, settings: Settings): Promise<CachedDockerToken> {
+export async function obtainDockerToken(
+  registry: OcirHost,
+  settings: Settings,
+): Promise<CachedDockerToken> {
   const { log, deadline } = settings;
   const dir = await usableCacheDir(settings);
   let lock: { release(): void } | undefined;
@@ -120,7 +129,10 @@ export async function obtainDockerToken(registry: OcirHost, settings: Settings):
       await fetchInstanceDocuments({ baseUrl: settings.imdsBaseUrl, deadline, log }),
     );
     assertTrustedHost(registry, identity);
-    if (dir && saved && (saved.fingerprint !== identity.fingerprint || saved.tenancy !== identity.tenancy)) {
+    if (
+      dir && saved &&
+      (saved.fingerprint !== identity.fingerprint || saved.tenancy !== identity.tenancy)
+    ) {
       log.info("cache", "the instance certificate changed: dropping cached tokens");
       await clearTokens(dir);
       saved = undefined;
@@ -134,18 +146,23 @@ export async function obtainDockerToken(registry: OcirHost, settings: Settings):
       const keys = await sessionKey!;
       const url = federationUrl(identity.region, settings.federationEndpoint);
       const st = await federate(identity, keys, { url, deadline, log });
-      log.info("federation", `security token valid until ${new Date(st.expiresAt * 1000).toISOString()}`, url.host);
+      log.info(
+        "federation",
+        `security token valid until ${new Date(st.expiresAt * 1000).toISOString()}`,
+        url.host,
+      );
       session = { token: st.token, privateKey: keys.privateKey };
       if (dir) {
         const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
-        await store(settings, "security token", () => writeSession(dir, {
-          token: st.token,
-          refreshAt: refreshTime(st.issuedAt, st.expiresAt),
-          expiresAt: st.expiresAt,
-          fingerprint: identity.fingerprint,
-          tenancy: identity.tenancy,
-          privateKey: pkcs8.toBase64(),
-        }));
+        await store(settings, "security token", () =>
+          writeSession(dir, {
+            token: st.token,
+            refreshAt: refreshTime(st.issuedAt, st.expiresAt),
+            expiresAt: st.expiresAt,
+            fingerprint: identity.fingerprint,
+            tenancy: identity.tenancy,
+            privateKey: pkcs8.toBase64(),
+          }));
       }
     }
     const docker = await fetchDockerToken(registry.host, {
@@ -163,7 +180,11 @@ export async function obtainDockerToken(registry: OcirHost, settings: Settings):
       tenancy: identity.tenancy,
     };
     if (dir) await store(settings, "docker token", () => writeDockerToken(dir, entry));
-    log.info("OCIR token", `docker token valid until ${new Date(docker.expiresAt * 1000).toISOString()}`, registry.host);
+    log.info(
+      "OCIR token",
+      `docker token valid until ${new Date(docker.expiresAt * 1000).toISOString()}`,
+      registry.host,
+    );
     return entry;
   } finally {
     lock?.release();

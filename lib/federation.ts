@@ -31,7 +31,12 @@ export interface SecurityToken {
  */
 export async function generateSessionKey(): Promise<CryptoKeyPair> {
   return await crypto.subtle.generateKey(
-    { name: "RSASSA-PKCS1-v1_5", modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: "SHA-256" },
+    {
+      name: "RSASSA-PKCS1-v1_5",
+      modulusLength: 2048,
+      publicExponent: new Uint8Array([1, 0, 1]),
+      hash: "SHA-256",
+    },
     true,
     ["sign", "verify"],
   );
@@ -48,7 +53,9 @@ export async function generateSessionKey(): Promise<CryptoKeyPair> {
  * ```
  */
 export function federationUrl(region: Region, override?: string): URL {
-  const base = override?.trim() ? override.trim().replace(/\/+$/, "") : `https://auth.${region.regionId}.${region.realmDomain}`;
+  const base = override?.trim()
+    ? override.trim().replace(/\/+$/, "")
+    : `https://auth.${region.regionId}.${region.realmDomain}`;
   return new URL(base.endsWith("/v1/x509") ? base : `${base}/v1/x509`);
 }
 
@@ -66,12 +73,15 @@ export function decodeSecurityToken(token: string, host: string, now = Date.now(
   issuedAt: number;
   expiresAt: number;
 } {
-  const bad = (why: string) => new PluginError("federation", "BAD_RESPONSE", `security token ${why}`, { host });
+  const bad = (why: string) =>
+    new PluginError("federation", "BAD_RESPONSE", `security token ${why}`, { host });
   const parts = token.split(".");
   if (parts.length !== 3) throw bad("is not a JWT");
   let claims: Record<string, unknown>;
   try {
-    claims = JSON.parse(new TextDecoder().decode(Uint8Array.fromBase64(parts[1], { alphabet: "base64url" })));
+    claims = JSON.parse(
+      new TextDecoder().decode(Uint8Array.fromBase64(parts[1], { alphabet: "base64url" })),
+    );
   } catch {
     throw bad("has an unreadable payload");
   }
@@ -111,7 +121,12 @@ export async function federate(
   const keyId = `${identity.tenancy}/fed-x509-sha256/${identity.fingerprint}`;
   const host = options.url.host;
   const response = await call(options.url, async () => {
-    const request = { method: "POST", url: options.url, headers: new Headers({ "content-type": "application/json" }), body };
+    const request = {
+      method: "POST",
+      url: options.url,
+      headers: new Headers({ "content-type": "application/json" }),
+      body,
+    };
     // As OCI's Go and Python SDKs sign it: no `host`.
     await signRequest(request, { keyId, key: identity.privateKey }, [
       "date",
@@ -140,7 +155,12 @@ export async function federate(
   const { claims, issuedAt, expiresAt } = decodeSecurityToken(token, host);
   const tenant = claims.tenant ?? claims["opc-tenant"];
   if (tenant !== undefined && tenant !== identity.tenancy) {
-    throw new PluginError("federation", "BAD_RESPONSE", "the security token is for another tenancy than the instance certificate", { host });
+    throw new PluginError(
+      "federation",
+      "BAD_RESPONSE",
+      "the security token is for another tenancy than the instance certificate",
+      { host },
+    );
   }
   return { token, issuedAt, expiresAt };
 }

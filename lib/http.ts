@@ -127,16 +127,28 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  *   { step: "IMDS", deadline: deadline(45), log, retryOn: [404, 429, 500, 502, 503, 504] });
  * ```
  */
-export async function call(url: URL, request: RequestFactory, options: CallOptions): Promise<Response> {
+export async function call(
+  url: URL,
+  request: RequestFactory,
+  options: CallOptions,
+): Promise<Response> {
   const { step, log } = options;
   const host = url.host;
   if (url.protocol !== "https:" && step !== "IMDS") {
-    throw new PluginError(step, "REFUSED", `refusing plain ${url.protocol} for ${url.origin}: only HTTPS`, { host });
+    throw new PluginError(
+      step,
+      "REFUSED",
+      `refusing plain ${url.protocol} for ${url.origin}: only HTTPS`,
+      { host },
+    );
   }
   const attempts = options.attempts ?? 5;
   for (let attempt = 0;; attempt++) {
     if (options.deadline.signal.aborted) throw deadlineError(step, host);
-    const attemptTimeout = Math.min(remaining(options.deadline), options.attemptTimeoutMs ?? 10_000);
+    const attemptTimeout = Math.min(
+      remaining(options.deadline),
+      options.attemptTimeoutMs ?? 10_000,
+    );
     let failure: PluginError;
     let wait = backoff(attempt);
     try {
@@ -155,7 +167,9 @@ export async function call(url: URL, request: RequestFactory, options: CallOptio
       if (!options.retryOn.includes(response.status)) throw failure;
       wait = retryAfterMs(response.headers.get("retry-after")) ?? wait;
     } catch (e) {
-      if (e instanceof PluginError && e.code === "HTTP_STATUS" && !options.retryOn.includes(e.status!)) throw e;
+      if (
+        e instanceof PluginError && e.code === "HTTP_STATUS" && !options.retryOn.includes(e.status!)
+      ) throw e;
       if (options.deadline.signal.aborted) throw deadlineError(step, host);
       failure = e instanceof PluginError ? e : new PluginError(
         step,
@@ -174,7 +188,13 @@ export async function call(url: URL, request: RequestFactory, options: CallOptio
         hint: failure.hint,
       });
     }
-    log.info(step, `${failure.reason}; retrying in ${Math.round(wait)} ms (attempt ${attempt + 2} of ${attempts})`, host);
+    log.info(
+      step,
+      `${failure.reason}; retrying in ${Math.round(wait)} ms (attempt ${
+        attempt + 2
+      } of ${attempts})`,
+      host,
+    );
     await sleep(wait, options.deadline.signal);
   }
 }
@@ -209,7 +229,12 @@ export async function readJson(response: Response, step: Step): Promise<Record<s
     // reported below
   }
   const type = response.headers.get("content-type") ?? "no content type";
-  throw new PluginError(step, "BAD_RESPONSE", `answered ${text.length} bytes of ${type} that are not a JSON object`, {
-    host,
-  });
+  throw new PluginError(
+    step,
+    "BAD_RESPONSE",
+    `answered ${text.length} bytes of ${type} that are not a JSON object`,
+    {
+      host,
+    },
+  );
 }

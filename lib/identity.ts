@@ -40,7 +40,10 @@ export interface InstanceIdentity {
  * identity.tenancy; // "ocid1.tenancy.oc1..…"
  * ```
  */
-export async function instanceIdentity(docs: InstanceDocuments, now = new Date()): Promise<InstanceIdentity> {
+export async function instanceIdentity(
+  docs: InstanceDocuments,
+  now = new Date(),
+): Promise<InstanceIdentity> {
   const leaf = parseCertificate(docs.certificatePem, "instance certificate");
   const intermediate = parseCertificate(docs.intermediatePem, "intermediate certificate");
   const tenancy = tenancyOf(leaf.subjectValues);
@@ -52,7 +55,10 @@ export async function instanceIdentity(docs: InstanceDocuments, now = new Date()
       { hint: "check the node's clock (chrony); IMDS rotates the certificate before it expires" },
     );
   }
-  const [key, fp] = await Promise.all([importPrivateKey(docs.privateKeyPem, "instance private key"), fingerprint(leaf.der)]);
+  const [key, fp] = await Promise.all([
+    importPrivateKey(docs.privateKeyPem, "instance private key"),
+    fingerprint(leaf.der),
+  ]);
   assertKeyMatches(leaf, key);
   return {
     leaf,

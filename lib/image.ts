@@ -27,7 +27,11 @@ const DIGEST = /^[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]
 const MAX_NAME = 255;
 
 const bad = (reference: string, why: string) =>
-  new PluginError("image", "BAD_INPUT", `image reference ${JSON.stringify(reference.slice(0, 300))} ${why}`);
+  new PluginError(
+    "image",
+    "BAD_INPUT",
+    `image reference ${JSON.stringify(reference.slice(0, 300))} ${why}`,
+  );
 
 function isDomain(text: string): boolean {
   const colon = text.lastIndexOf(":");
@@ -67,14 +71,20 @@ export function parseImage(reference: string): ImageReference {
   const first = slash < 0 ? "" : rest.slice(0, slash);
   // As in Docker: the first component is a host only if it looks like one.
   const hasHost = first !== "" &&
-    (first.includes(".") || first.includes(":") || first === "localhost" || first !== first.toLowerCase());
+    (first.includes(".") || first.includes(":") || first === "localhost" ||
+      first !== first.toLowerCase());
   const registry = hasHost ? first : "docker.io";
   const repository = hasHost ? rest.slice(slash + 1) : rest;
   if (hasHost && !isDomain(registry)) throw bad(reference, "has an invalid registry host");
   if (!repository.split("/").every((c) => PATH_COMPONENT.test(c))) {
     throw bad(reference, "has an invalid repository path");
   }
-  return { registry, repository, ...(tag === undefined ? {} : { tag }), ...(digest === undefined ? {} : { digest }) };
+  return {
+    registry,
+    repository,
+    ...(tag === undefined ? {} : { tag }),
+    ...(digest === undefined ? {} : { digest }),
+  };
 }
 
 /** An OCIR registry host and what its name tells about where it is. */

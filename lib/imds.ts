@@ -28,7 +28,11 @@ export interface ImdsOptions {
 // OCI documents retrying 404 (not yet provisioned), 429 (rate limit) and 5xx.
 const RETRY_ON = [404, 429, 500, 502, 503, 504];
 
-async function get(path: string, options: ImdsOptions, retryOn: readonly number[] = RETRY_ON): Promise<Response> {
+async function get(
+  path: string,
+  options: ImdsOptions,
+  retryOn: readonly number[] = RETRY_ON,
+): Promise<Response> {
   const url = new URL(`${options.baseUrl.replace(/\/+$/, "")}/${path}`);
   return await call(url, () => ({ headers: { authorization: "Bearer Oracle" } }), {
     step: "IMDS",
@@ -48,14 +52,24 @@ const text = async (path: string, options: ImdsOptions) => await (await get(path
 async function region(options: ImdsOptions): Promise<Region> {
   let info: Record<string, unknown> | undefined;
   try {
-    info = await readJson(await get("instance/regionInfo/", options, RETRY_ON.filter((s) => s !== 404)), "IMDS");
+    info = await readJson(
+      await get("instance/regionInfo/", options, RETRY_ON.filter((s) => s !== 404)),
+      "IMDS",
+    );
   } catch (e) {
     if (!(e instanceof PluginError) || !(e.status === 404 || e.code === "BAD_RESPONSE")) throw e;
-    options.log.info("IMDS", `no usable instance/regionInfo/ (${e.reason}); using instance/region and the region table`);
+    options.log.info(
+      "IMDS",
+      `no usable instance/regionInfo/ (${e.reason}); using instance/region and the region table`,
+    );
   }
   if (info) {
     const { regionKey, regionIdentifier, realmKey, realmDomainComponent } = info;
-    if ([regionKey, regionIdentifier, realmKey, realmDomainComponent].every((v) => typeof v === "string" && v)) {
+    if (
+      [regionKey, regionIdentifier, realmKey, realmDomainComponent].every((v) =>
+        typeof v === "string" && v
+      )
+    ) {
       return {
         regionKey: (regionKey as string).toLowerCase(),
         regionId: regionIdentifier as string,
@@ -63,14 +77,24 @@ async function region(options: ImdsOptions): Promise<Region> {
         realmDomain: realmDomainComponent as string,
       };
     }
-    options.log.info("IMDS", "instance/regionInfo/ lacks fields; using instance/region and the region table");
+    options.log.info(
+      "IMDS",
+      "instance/regionInfo/ lacks fields; using instance/region and the region table",
+    );
   }
   const name = (await text("instance/region", options)).trim();
   const known = findRegion(name);
   if (!known) {
-    throw new PluginError("IMDS", "BAD_RESPONSE", `region ${JSON.stringify(name.slice(0, 64))} is not in the region table and IMDS has no instance/regionInfo/`, {
-      host: new URL(options.baseUrl).host,
-    });
+    throw new PluginError(
+      "IMDS",
+      "BAD_RESPONSE",
+      `region ${
+        JSON.stringify(name.slice(0, 64))
+      } is not in the region table and IMDS has no instance/regionInfo/`,
+      {
+        host: new URL(options.baseUrl).host,
+      },
+    );
   }
   return known;
 }

@@ -82,7 +82,11 @@ export function parseRequest(text: string): CredentialProviderRequest {
     throw bad(`kind is ${JSON.stringify(kind) ?? "missing"}, expected "CredentialProviderRequest"`);
   }
   if (!API_VERSIONS.includes(apiVersion as ApiVersion)) {
-    throw bad(`apiVersion ${JSON.stringify(apiVersion) ?? "missing"} is not one of ${API_VERSIONS.join(", ")}`);
+    throw bad(
+      `apiVersion ${JSON.stringify(apiVersion) ?? "missing"} is not one of ${
+        API_VERSIONS.join(", ")
+      }`,
+    );
   }
   if (typeof image !== "string" || image === "") throw bad("the request names no image");
   return { apiVersion: apiVersion as ApiVersion, image };

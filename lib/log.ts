@@ -57,7 +57,9 @@ export function redact(text: string): string {
 export function formatLine(level: Level, step: Step, message: string, host?: string): string {
   const at = host ? ` host=${host}` : "";
   const msg = redact(message).replace(/\s+/g, " ").replaceAll('"', "'");
-  return `oke-credential-provider level=${level} step=${step.replaceAll(" ", "-")}${at} msg="${msg}"`;
+  return `oke-credential-provider level=${level} step=${
+    step.replaceAll(" ", "-")
+  }${at} msg="${msg}"`;
 }
 
 /**
@@ -85,8 +87,9 @@ export function createLogger(
     info: at("info"),
     debug: at("debug"),
     failure(e) {
-      if (e instanceof PluginError) error(e.step, `${e.reason}${e.hint ? ` (${e.hint})` : ""}`, e.host);
-      else error("request", `internal error: ${describe(e)}`);
+      if (e instanceof PluginError) {
+        error(e.step, `${e.reason}${e.hint ? ` (${e.hint})` : ""}`, e.host);
+      } else error("request", `internal error: ${describe(e)}`);
     },
   };
 }

@@ -53,7 +53,10 @@ export function policyHint(compartment = "<compartment ocid>"): string {
  * const { token, expiresAt } = await fetchDockerToken("iad.ocir.io", { securityToken, sessionKey, deadline: d, log });
  * ```
  */
-export async function fetchDockerToken(host: string, options: DockerTokenOptions): Promise<DockerToken> {
+export async function fetchDockerToken(
+  host: string,
+  options: DockerTokenOptions,
+): Promise<DockerToken> {
   const url = new URL(`https://${host}/20180419/docker/token`);
   const response = await call(url, async () => {
     const request = { method: "GET", url, headers: new Headers() };
@@ -72,8 +75,15 @@ export async function fetchDockerToken(host: string, options: DockerTokenOptions
   const bad = (why: string) => new PluginError("OCIR token", "BAD_RESPONSE", why, { host });
   if (typeof token !== "string" || token === "") throw bad("the answer has no token");
   const lifetime = body.expires_in;
-  if (typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime <= 0 || lifetime > MAX_LIFETIME_SECONDS) {
-    throw bad(`the answer's expires_in (${JSON.stringify(lifetime) ?? "missing"}) is not a lifetime in seconds between 1 and ${MAX_LIFETIME_SECONDS}`);
+  if (
+    typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime <= 0 ||
+    lifetime > MAX_LIFETIME_SECONDS
+  ) {
+    throw bad(
+      `the answer's expires_in (${
+        JSON.stringify(lifetime) ?? "missing"
+      }) is not a lifetime in seconds between 1 and ${MAX_LIFETIME_SECONDS}`,
+    );
   }
   return { token, issuedAt: now, expiresAt: now + lifetime };
 }

@@ -8,7 +8,7 @@
 
 import { DEFAULT_CACHE_DIR } from "./cache.ts";
 import { PluginError } from "./errors.ts";
-import { LEVELS, type Level } from "./log.ts";
+import { type Level, LEVELS } from "./log.ts";
 
 /** The documented IMDS v2 base; `OCI_METADATA_BASE_URL` overrides it, as in OCI's SDKs. */
 export const DEFAULT_IMDS_BASE = "http://169.254.169.254/opc/v2";
@@ -26,7 +26,8 @@ export interface Options {
 }
 
 /** `--help` text. */
-export const USAGE = `Usage: oke-credential-provider [flags]            (run by kubelet: request on stdin, response on stdout)
+export const USAGE =
+  `Usage: oke-credential-provider [flags]            (run by kubelet: request on stdin, response on stdout)
        oke-credential-provider doctor [--image REF] (check every step on this node)
 
 Flags:
@@ -85,7 +86,9 @@ export async function parseOptions(
   if (positionals.length > 1 || (positionals.length === 1 && positionals[0] !== "doctor")) {
     throw bad(`unexpected argument ${JSON.stringify(positionals.at(-1))} (see --help)`);
   }
-  if (values.image !== undefined && positionals[0] !== "doctor") throw bad("--image is a flag of doctor");
+  if (values.image !== undefined && positionals[0] !== "doctor") {
+    throw bad("--image is a flag of doctor");
+  }
   if (values["cache-dir"] !== undefined) {
     if (values["cache-dir"] === "") throw bad("--cache-dir is empty");
     options.cacheDir = values["cache-dir"];
@@ -93,17 +96,27 @@ export async function parseOptions(
   if (values.timeout !== undefined) {
     const seconds = Number(values.timeout);
     if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600) {
-      throw bad(`--timeout ${JSON.stringify(values.timeout)} is not a number of seconds between 0 and 600`);
+      throw bad(
+        `--timeout ${JSON.stringify(values.timeout)} is not a number of seconds between 0 and 600`,
+      );
     }
     options.timeoutSeconds = seconds;
   }
   if (values["log-level"] !== undefined) {
     if (!LEVELS.includes(values["log-level"] as Level)) {
-      throw bad(`--log-level ${JSON.stringify(values["log-level"])} is not one of ${LEVELS.join(", ")}`);
+      throw bad(
+        `--log-level ${JSON.stringify(values["log-level"])} is not one of ${LEVELS.join(", ")}`,
+      );
     }
     options.logLevel = values["log-level"] as Level;
   }
   options.image = values.image;
-  options.command = values.help ? "help" : values.version ? "version" : positionals[0] === "doctor" ? "doctor" : "provide";
+  options.command = values.help
+    ? "help"
+    : values.version
+    ? "version"
+    : positionals[0] === "doctor"
+    ? "doctor"
+    : "provide";
   return options;
 }

@@ -32,7 +32,9 @@ const BODY_HEADERS = ["content-length", "content-type", "x-content-sha256"];
  */
 export function headersToSign(method: string): string[] {
   const base = ["date", "(request-target)", "host"];
-  return ["POST", "PUT", "PATCH"].includes(method.toUpperCase()) ? [...base, ...BODY_HEADERS] : base;
+  return ["POST", "PUT", "PATCH"].includes(method.toUpperCase())
+    ? [...base, ...BODY_HEADERS]
+    : base;
 }
 
 /**
@@ -49,7 +51,9 @@ export function signingString(request: OutgoingRequest, names: string[]): string
     if (name === "(request-target)") {
       return `${name}: ${request.method.toLowerCase()} ${request.url.pathname}${request.url.search}`;
     }
-    const value = name === "host" ? request.headers.get("host") ?? request.url.host : request.headers.get(name);
+    const value = name === "host"
+      ? request.headers.get("host") ?? request.url.host
+      : request.headers.get(name);
     if (value === null) throw new Error(`header ${name} is to be signed but is not set`);
     return `${name}: ${value}`;
   }).join("\n");
@@ -75,7 +79,9 @@ export async function signRequest(
   if (!headers.has("date")) headers.set("date", new Date().toUTCString());
   if (names.includes("x-content-sha256")) {
     const bytes = body ?? new Uint8Array();
-    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
+    const digest = new Uint8Array(
+      await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>),
+    );
     headers.set("x-content-sha256", digest.toBase64());
     headers.set("content-length", String(bytes.length));
     if (!headers.has("content-type")) headers.set("content-type", "application/json");
@@ -84,6 +90,8 @@ export async function signRequest(
   const signature = new Uint8Array(await crypto.subtle.sign("RSASSA-PKCS1-v1_5", signer.key, text));
   headers.set(
     "authorization",
-    `Signature version="1",keyId="${signer.keyId}",algorithm="rsa-sha256",headers="${names.join(" ")}",signature="${signature.toBase64()}"`,
+    `Signature version="1",keyId="${signer.keyId}",algorithm="rsa-sha256",headers="${
+      names.join(" ")
+    }",signature="${signature.toBase64()}"`,
   );
 }

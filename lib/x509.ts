@@ -7,7 +7,7 @@
  * @module
  */
 
-import { children, DerError, encode, type Element, oid, readElement } from "./der.ts";
+import { children, DerError, type Element, encode, oid, readElement } from "./der.ts";
 import { PluginError } from "./errors.ts";
 
 /** The parts of an X.509 certificate the plugin uses. */
@@ -33,7 +33,11 @@ const identityError = (what: string, reason: string) =>
  * pemToDer(pem, ["CERTIFICATE"], "instance certificate");
  * ```
  */
-export function pemToDer(pem: string, labels: string[], what: string): { label: string; der: Uint8Array } {
+export function pemToDer(
+  pem: string,
+  labels: string[],
+  what: string,
+): { label: string; der: Uint8Array } {
   const match = /-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/.exec(pem);
   if (!match || !labels.includes(match[1])) {
     throw identityError(what, `is not a PEM ${labels.join(" or ")} (truncated or not PEM)`);
@@ -51,7 +55,9 @@ function time(element: Element): Date {
   if (!m) throw new DerError(`unsupported time ${JSON.stringify(text)}`);
   // RFC 5280: two-digit years 50–99 are 19xx.
   const year = m[1].length === 4 ? Number(m[1]) : (Number(m[1]) >= 50 ? 1900 : 2000) + Number(m[1]);
-  return new Date(Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+  return new Date(
+    Date.UTC(year, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])),
+  );
 }
 
 /**
@@ -97,7 +103,10 @@ export function tenancyOf(subjectValues: string[]): string {
     const value = subjectValues.find((v) => v.startsWith(prefix))?.slice(prefix.length);
     if (value) return value;
   }
-  throw identityError("instance certificate", "has no opc-tenant or opc-identity value in its subject");
+  throw identityError(
+    "instance certificate",
+    "has no opc-tenant or opc-identity value in its subject",
+  );
 }
 
 /**
@@ -121,11 +130,17 @@ export function subjectValue(subjectValues: string[], prefix: string): string | 
  * ```
  */
 export async function fingerprint(der: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", der as Uint8Array<ArrayBuffer>));
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", der as Uint8Array<ArrayBuffer>),
+  );
   return digest.toHex().replace(/(..)(?!$)/g, "$1:");
 }
 
-const RSA_ALGORITHM_ID = encode(0x30, encode(0x06, new Uint8Array([0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01])), encode(0x05));
+const RSA_ALGORITHM_ID = encode(
+  0x30,
+  encode(0x06, new Uint8Array([0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01])),
+  encode(0x05),
+);
 const RSA_ENCRYPTION = "1.2.840.113549.1.1.1";
 
 /** An RSA private key ready for signing, with its modulus to match it to a certificate. */
@@ -151,7 +166,12 @@ export async function importPrivateKey(pem: string, what: string): Promise<Priva
   try {
     if (label === "RSA PRIVATE KEY") {
       pkcs1 = readElement(der);
-      pkcs8 = encode(0x30, encode(0x02, new Uint8Array([0])), RSA_ALGORITHM_ID, encode(0x04, pkcs1.raw));
+      pkcs8 = encode(
+        0x30,
+        encode(0x02, new Uint8Array([0])),
+        RSA_ALGORITHM_ID,
+        encode(0x04, pkcs1.raw),
+      );
     } else {
       pkcs8 = der;
       const [, algorithm, octets] = children(readElement(der));
@@ -182,7 +202,9 @@ export async function importPrivateKey(pem: string, what: string): Promise<Priva
  */
 export function rsaModulus(spki: Uint8Array): Uint8Array {
   const [algorithm, bits] = children(readElement(spki));
-  if (oid(children(algorithm)[0].body) !== RSA_ENCRYPTION) throw new DerError("not an RSA public key");
+  if (oid(children(algorithm)[0].body) !== RSA_ENCRYPTION) {
+    throw new DerError("not an RSA public key");
+  }
   // A BIT STRING's first content byte counts unused bits; an RSA key has none.
   return integer(children(readElement(bits.body.subarray(1)))[0]);
 }
@@ -200,9 +222,15 @@ export function assertKeyMatches(certificate: Certificate, key: PrivateKey): voi
   try {
     modulus = rsaModulus(certificate.spki);
   } catch (e) {
-    throw identityError("instance certificate", `has an unusable public key (${(e as Error).message})`);
+    throw identityError(
+      "instance certificate",
+      `has an unusable public key (${(e as Error).message})`,
+    );
   }
   if (modulus.length !== key.modulus.length || modulus.some((b, i) => b !== key.modulus[i])) {
-    throw identityError("instance private key", "does not match the instance certificate (IMDS served a mismatched pair, maybe mid-rotation)");
+    throw identityError(
+      "instance private key",
+      "does not match the instance certificate (IMDS served a mismatched pair, maybe mid-rotation)",
+    );
   }
 }

@@ -10,18 +10,28 @@ Deno.test("parseImage splits host, repository, tag and digest", () => {
     ["iad.ocir.io/ns/app:1.2", { registry: "iad.ocir.io", repository: "ns/app", tag: "1.2" }],
     ["iad.ocir.io/ns/app", { registry: "iad.ocir.io", repository: "ns/app" }],
     [`iad.ocir.io/ns/app@${digest}`, { registry: "iad.ocir.io", repository: "ns/app", digest }],
-    [`iad.ocir.io/ns/a/b/c:v1@${digest}`, { registry: "iad.ocir.io", repository: "ns/a/b/c", tag: "v1", digest }],
+    [`iad.ocir.io/ns/a/b/c:v1@${digest}`, {
+      registry: "iad.ocir.io",
+      repository: "ns/a/b/c",
+      tag: "v1",
+      digest,
+    }],
     ["ocir.us-ashburn-1.oci.oraclecloud.com/ns/app:x", {
       registry: "ocir.us-ashburn-1.oci.oraclecloud.com",
       repository: "ns/app",
       tag: "x",
     }],
     ["localhost:5000/app:1", { registry: "localhost:5000", repository: "app", tag: "1" }],
-    ["registry.example.com:443/a_b/c-d.e__f", { registry: "registry.example.com:443", repository: "a_b/c-d.e__f" }],
+    ["registry.example.com:443/a_b/c-d.e__f", {
+      registry: "registry.example.com:443",
+      repository: "a_b/c-d.e__f",
+    }],
     ["nginx", { registry: "docker.io", repository: "nginx" }],
     ["library/nginx:latest", { registry: "docker.io", repository: "library/nginx", tag: "latest" }],
   ];
-  for (const [reference, expected] of table) assert.deepEqual(parseImage(reference), expected, reference);
+  for (const [reference, expected] of table) {
+    assert.deepEqual(parseImage(reference), expected, reference);
+  }
 });
 
 Deno.test("parseImage rejects malformed references with an image-step error", () => {
@@ -46,7 +56,11 @@ Deno.test("parseImage rejects malformed references with an image-step error", ()
     "../../etc/passwd",
   ];
   for (const reference of bad) {
-    assert.throws(() => parseImage(reference), (e) => e instanceof PluginError && e.step === "image", JSON.stringify(reference));
+    assert.throws(
+      () => parseImage(reference),
+      (e) => e instanceof PluginError && e.step === "image",
+      JSON.stringify(reference),
+    );
   }
 });
 
@@ -55,7 +69,11 @@ Deno.test("ocirHost recognises every OCIR host form of every region", () => {
     const forms = [`ocir.${r.regionId}.oci.${r.realmDomain}`];
     if (r.realmKey === "oc1") forms.push(`${r.regionKey}.ocir.io`, `${r.regionId}.ocir.io`);
     for (const host of forms) {
-      assert.deepEqual(ocirHost(host), { host, realmDomain: r.realmDomain, knownRealm: true }, host);
+      assert.deepEqual(
+        ocirHost(host),
+        { host, realmDomain: r.realmDomain, knownRealm: true },
+        host,
+      );
     }
   }
 });

@@ -1,10 +1,22 @@
 import assert from "node:assert/strict";
-import { API_VERSIONS, formatResponse, goDuration, MAX_REQUEST_BYTES, parseRequest, readRequest } from "../lib/kubelet.ts";
+import {
+  API_VERSIONS,
+  formatResponse,
+  goDuration,
+  MAX_REQUEST_BYTES,
+  parseRequest,
+  readRequest,
+} from "../lib/kubelet.ts";
 import { PluginError } from "../lib/errors.ts";
 
 const streamOf = (...chunks: Uint8Array[]) => ReadableStream.from(chunks);
 const request = (fields: Record<string, unknown>) =>
-  JSON.stringify({ apiVersion: API_VERSIONS[0], kind: "CredentialProviderRequest", image: "iad.ocir.io/ns/a:1", ...fields });
+  JSON.stringify({
+    apiVersion: API_VERSIONS[0],
+    kind: "CredentialProviderRequest",
+    image: "iad.ocir.io/ns/a:1",
+    ...fields,
+  });
 
 Deno.test("parseRequest accepts every API version and ignores KEP-4412 fields", () => {
   for (const apiVersion of API_VERSIONS) {
@@ -22,9 +34,17 @@ const rejected: [string, string, RegExp][] = [
   ["a JSON array", "[]", /not a JSON object/],
   ["JSON null", "null", /not a JSON object/],
   ["a JSON string", '"x"', /not a JSON object/],
-  ["wrong kind", request({ kind: "CredentialProviderResponse" }), /kind is "CredentialProviderResponse"/],
+  [
+    "wrong kind",
+    request({ kind: "CredentialProviderResponse" }),
+    /kind is "CredentialProviderResponse"/,
+  ],
   ["no kind", request({ kind: undefined }), /kind is missing/],
-  ["unknown apiVersion", request({ apiVersion: "credentialprovider.kubelet.k8s.io/v2" }), /apiVersion "credentialprovider.kubelet.k8s.io\/v2" is not one of/],
+  [
+    "unknown apiVersion",
+    request({ apiVersion: "credentialprovider.kubelet.k8s.io/v2" }),
+    /apiVersion "credentialprovider.kubelet.k8s.io\/v2" is not one of/,
+  ],
   ["no apiVersion", request({ apiVersion: undefined }), /apiVersion missing/],
   ["no image", request({ image: undefined }), /names no image/],
   ["empty image", request({ image: "" }), /names no image/],
@@ -32,18 +52,27 @@ const rejected: [string, string, RegExp][] = [
 ];
 for (const [name, text, pattern] of rejected) {
   Deno.test(`parseRequest rejects ${name} with a request-step error`, () => {
-    assert.throws(() => parseRequest(text), (e) => e instanceof PluginError && e.step === "request" && pattern.test(e.message));
+    assert.throws(
+      () => parseRequest(text),
+      (e) => e instanceof PluginError && e.step === "request" && pattern.test(e.message),
+    );
   });
 }
 
 Deno.test("parseRequest does not quote unparsable input, which may hold a token", () => {
-  assert.throws(() => parseRequest('{"serviceAccountToken":"eyJsecret'), (e) => !(e as Error).message.includes("eyJ"));
+  assert.throws(
+    () => parseRequest('{"serviceAccountToken":"eyJsecret'),
+    (e) => !(e as Error).message.includes("eyJ"),
+  );
 });
 
 Deno.test("readRequest joins chunks and refuses more than 1 MiB", async () => {
   const enc = new TextEncoder();
   assert.equal(await readRequest(streamOf(enc.encode("ab"), enc.encode("cd"))), "abcd");
-  assert.equal((await readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES)))).length, MAX_REQUEST_BYTES);
+  assert.equal(
+    (await readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES)))).length,
+    MAX_REQUEST_BYTES,
+  );
   await assert.rejects(
     readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES), new Uint8Array(1))),
     /larger than 1048576 bytes/,
@@ -69,7 +98,9 @@ Deno.test("goDuration formats as Go's time.Duration.String", () => {
 
 Deno.test("formatResponse has exactly the fields kubelet decodes strictly", () => {
   for (const apiVersion of API_VERSIONS) {
-    const json = JSON.parse(formatResponse(apiVersion, { host: "iad.ocir.io", password: "pw" }, 3300));
+    const json = JSON.parse(
+      formatResponse(apiVersion, { host: "iad.ocir.io", password: "pw" }, 3300),
+    );
     assert.deepEqual(json, {
       apiVersion,
       kind: "CredentialProviderResponse",

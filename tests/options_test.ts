@@ -23,7 +23,13 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
   assert.equal(fromEnv.cacheDir, "/env/cache");
   assert.equal(fromEnv.imdsBaseUrl, "http://127.0.0.1:1/opc/v2");
   assert.equal(fromEnv.federationEndpoint, "https://auth.example");
-  const flags = await parseOptions(["--cache-dir", "/flag", "--timeout=2.5", "--log-level", "debug"], env);
+  const flags = await parseOptions([
+    "--cache-dir",
+    "/flag",
+    "--timeout=2.5",
+    "--log-level",
+    "debug",
+  ], env);
   assert.equal(flags.cacheDir, "/flag");
   assert.equal(flags.timeoutSeconds, 2.5);
   assert.equal(flags.logLevel, "debug");
@@ -51,6 +57,10 @@ Deno.test("parseOptions rejects bad flags with an arguments-step error", async (
     [["--image", "x"], /--image is a flag of doctor/],
   ];
   for (const [args, pattern] of table) {
-    await assert.rejects(parseOptions(args, noEnv), (e: Error) => e.message.startsWith("arguments: ") && pattern.test(e.message), args.join(" "));
+    await assert.rejects(
+      parseOptions(args, noEnv),
+      (e: Error) => e.message.startsWith("arguments: ") && pattern.test(e.message),
+      args.join(" "),
+    );
   }
 });

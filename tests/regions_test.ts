@@ -2,8 +2,14 @@ import assert from "node:assert/strict";
 import { findRegion, REALM_DOMAINS, REGIONS } from "../lib/regions.ts";
 
 Deno.test("the region table equals the reference regions.tsv", async () => {
-  const rows = (await Deno.readTextFile(new URL("./fixtures/regions.tsv", import.meta.url))).trim().split("\n");
-  assert.deepEqual(rows[0].split("\t"), ["regionKey", "regionIdentifier", "realmKey", "realmDomainComponent"]);
+  const rows = (await Deno.readTextFile(new URL("./fixtures/regions.tsv", import.meta.url))).trim()
+    .split("\n");
+  assert.deepEqual(rows[0].split("\t"), [
+    "regionKey",
+    "regionIdentifier",
+    "realmKey",
+    "realmDomainComponent",
+  ]);
   const expected = rows.slice(1).map((row) => {
     const [regionKey, regionId, realmKey, realmDomain] = row.split("\t");
     return { regionKey, regionId, realmKey, realmDomain };

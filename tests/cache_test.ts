@@ -1,0 +1,152 @@
+import assert from "node:assert/strict";
+import {
+  type CachedDockerToken,
+  clearTokens,
+  dockerTokenPath,
+  lockCache,
+  prepareCacheDir,
+  readDockerToken,
+  readSession,
+  refreshTime,
+  writeDockerToken,
+  writeSession,
+} from "../lib/cache.ts";
+
+const now = Math.floor(Date.now() / 1000);
+const entry = (host: string, refreshAt = now + 3000): CachedDockerToken => ({
+  host,
+  token: `token-for-${host}`,
+  refreshAt,
+  expiresAt: refreshAt + 300,
+  fingerprint: "aa:bb",
+  tenancy: "ocid1.tenancy.oc1..t",
+});
+const mode = async (path: string) => (await Deno.stat(path)).mode! & 0o777;
+
+Deno.test("refreshTime leaves a tenth of the lifetime, at most 5 minutes", () => {
+  assert.equal(refreshTime(0, 3600), 3300);
+  assert.equal(refreshTime(1000, 1060), 1054);
+  assert.equal(refreshTime(0, 86400), 86100);
+});
+
+Deno.test("the cache directory is 0700 and its files 0600, even from a loose start", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = `${root}/a/b`;
+  await prepareCacheDir(dir);
+  assert.equal(await mode(dir), 0o700);
+  await Deno.chmod(dir, 0o755);
+  await prepareCacheDir(dir);
+  assert.equal(await mode(dir), 0o700);
+  await writeDockerToken(dir, entry("iad.ocir.io"));
+  assert.equal(await mode(dockerTokenPath(dir, "iad.ocir.io")), 0o600);
+  assert.deepEqual(await readDockerToken(dir, "iad.ocir.io"), entry("iad.ocir.io"));
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+    "docker-iad.ocir.io.json",
+  ]);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("prepareCacheDir fails on a file, and on a directory it cannot write", async () => {
+  const root = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${root}/file`, "");
+  await assert.rejects(prepareCacheDir(`${root}/file`));
+  await assert.rejects(prepareCacheDir(`${root}/file/sub`));
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("stale, foreign, corrupt or torn entries read as absent", async () => {
+  const dir = await Deno.makeTempDir();
+  const host = "fra.ocir.io";
+  assert.equal(await readDockerToken(dir, host), undefined);
+  await writeDockerToken(dir, entry(host, now - 1));
+  assert.equal(await readDockerToken(dir, host), undefined, "past its refresh time");
+  const bad = [
+    "",
+    "{",
+    "null",
+    "[]",
+    '"x"',
+    JSON.stringify({ ...entry(host), host: "iad.ocir.io" }),
+    JSON.stringify({ ...entry(host), token: 5 }),
+    JSON.stringify({ ...entry(host), refreshAt: "soon" }),
+    JSON.stringify(entry(host)).slice(0, 40),
+  ];
+  for (const text of bad) {
+    await Deno.writeTextFile(dockerTokenPath(dir, host), text);
+    assert.equal(await readDockerToken(dir, host), undefined, text);
+  }
+  await Deno.writeTextFile(`${dir}/session.json`, "{garbage");
+  assert.equal(await readSession(dir), undefined);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("sessions round-trip and clearTokens drops tokens and stray temp files only", async () => {
+  const dir = await Deno.makeTempDir();
+  const session = {
+    token: "st",
+    refreshAt: now + 60,
+    expiresAt: now + 120,
+    fingerprint: "f",
+    tenancy: "t",
+    privateKey: "AAAA",
+  };
+  await writeSession(dir, session);
+  assert.deepEqual(await readSession(dir), session);
+  await writeDockerToken(dir, entry("iad.ocir.io"));
+  await Deno.writeTextFile(`${dir}/docker-x.json.123.abc.tmp`, "{");
+  await Deno.writeTextFile(`${dir}/lock`, "");
+  await clearTokens(dir);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["lock"]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+const holder = (dir: string) => `
+  const file = await Deno.open(${
+  JSON.stringify(`${dir}/lock`)
+}, { read: true, write: true, create: true });
+  await file.lock(true);
+  console.log("locked");
+  setInterval(() => {}, 1000);
+`;
+
+Deno.test("lockCache waits for the holder, gives up at the deadline, and survives a SIGKILLed holder", async () => {
+  const dir = await Deno.makeTempDir();
+  const child = new Deno.Command(Deno.execPath(), { args: ["eval", holder(dir)], stdout: "piped" })
+    .spawn();
+  const reader = child.stdout.getReader();
+  assert.equal(new TextDecoder().decode((await reader.read()).value).trim(), "locked");
+  await assert.rejects(lockCache(dir, AbortSignal.timeout(300)), /waiting for the cache lock/);
+  const waiting = lockCache(dir, AbortSignal.timeout(20_000));
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  await child.stdout.cancel();
+  const lock = await waiting;
+  lock.release();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("concurrent writers never leave a torn file for readers", async () => {
+  const dir = await Deno.makeTempDir();
+  const host = "iad.ocir.io";
+  const writers = Array.from({ length: 8 }, (_, i) =>
+    (async () => {
+      for (let n = 0; n < 25; n++) {
+        await writeDockerToken(dir, { ...entry(host), token: `w${i}-${n}-${"x".repeat(4000)}` });
+      }
+    })());
+  let reads = 0;
+  const reader = (async () => {
+    for (let n = 0; n < 200; n++) {
+      const text = await Deno.readTextFile(dockerTokenPath(dir, host)).catch(() => undefined);
+      if (text !== undefined) {
+        assert.match(JSON.parse(text).token, /^w\d-\d+-x{4000}$/);
+        reads++;
+      }
+    }
+  })();
+  await Promise.all([...writers, reader]);
+  assert.ok(reads > 0);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), [`docker-${host}.json`]);
+  await Deno.remove(dir, { recursive: true });
+});
