@@ -44,6 +44,7 @@ async function provide(options: Options, log: Logger, progress: { step: Step }):
       federationEndpoint: options.federationEndpoint,
       deadline: deadline(options.timeoutSeconds),
       log,
+      checkPull: options.checkPull ? image : undefined,
     });
   const seconds = entry.refreshAt - Date.now() / 1000;
   await print(

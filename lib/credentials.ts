@@ -24,10 +24,11 @@ import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey } from "./federation.ts";
 import { type Deadline, deadlineError } from "./http.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
-import type { OcirHost } from "./image.ts";
+import type { ImageReference, OcirHost } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
-import { fetchDockerToken } from "./ocir.ts";
+import { fetchDockerToken, policyHint } from "./ocir.ts";
+import { checkPull } from "./registry.ts";
 
 /** Where the plugin finds things, from flags and environment. */
 export interface Settings {
@@ -39,7 +40,13 @@ export interface Settings {
   federationEndpoint?: string;
   deadline: Deadline;
   log: Logger;
+  /** `--check-pull`: the image to check the new token against. */
+  checkPull?: ImageReference;
 }
+
+/** How long a token that cannot read the image is reused: long enough to spare a storm, short
+ * enough that a newly added IAM policy applies within minutes (a token never gains a permission). */
+export const DENIED_TOKEN_SECONDS = 120;
 
 /** A usable session: the security token and its private key. */
 interface Session {
@@ -80,6 +87,34 @@ async function usableCacheDir(settings: Settings): Promise<string | undefined> {
       `cannot use cache directory ${settings.cacheDir} (${describe(e)}); answering without caching`,
     );
     return undefined;
+  }
+}
+
+/** The `--check-pull` verdict; a check that cannot be made does not hold the answer back. */
+async function canPull(
+  image: ImageReference,
+  entry: CachedDockerToken,
+  identity: InstanceIdentity,
+  { deadline, log }: Settings,
+): Promise<boolean> {
+  try {
+    const check = await checkPull(image, entry.host, entry.token, { deadline, log });
+    if (check.allowed) return true;
+    log.warn(
+      "manifest check",
+      `this token cannot read ${image.repository} (${check.detail}): ${
+        policyHint(identity.compartment)
+      }; it is cached for ${DENIED_TOKEN_SECONDS} s only`,
+      entry.host,
+    );
+    return false;
+  } catch (e) {
+    log.warn(
+      "manifest check",
+      `could not check the token (${describe(e)}); caching it as usual`,
+      entry.host,
+    );
+    return true;
   }
 }
 
@@ -179,6 +214,9 @@ export async function obtainDockerToken(
       fingerprint: identity.fingerprint,
       tenancy: identity.tenancy,
     };
+    if (settings.checkPull && !await canPull(settings.checkPull, entry, identity, settings)) {
+      entry.refreshAt = Math.min(entry.refreshAt, docker.issuedAt + DENIED_TOKEN_SECONDS);
+    }
     if (dir) await store(settings, "docker token", () => writeDockerToken(dir, entry));
     log.info(
       "OCIR token",

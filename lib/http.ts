@@ -66,6 +66,8 @@ export interface CallOptions {
   log: Logger;
   /** HTTP statuses worth another try; connection failures and timeouts always are. */
   retryOn: readonly number[];
+  /** Error statuses that are answers for the caller to read, not failures (a registry's 401 challenge). */
+  accept?: readonly number[];
   /** Tries in all, the first included. */
   attempts?: number;
   /** Timeout of one try, in milliseconds. */
@@ -157,7 +159,7 @@ export async function call(
         ...init,
         signal: AbortSignal.any([options.deadline.signal, AbortSignal.timeout(attemptTimeout)]),
       });
-      if (response.ok) return response;
+      if (response.ok || options.accept?.includes(response.status)) return response;
       const summary = errorSummary(await response.text());
       failure = new PluginError(step, "HTTP_STATUS", `HTTP ${response.status}${summary}`, {
         host,

@@ -23,6 +23,8 @@ export interface Options {
   federationEndpoint?: string;
   /** `doctor --image`. */
   image?: string;
+  /** `--check-pull`: check the token can read the image; cache a token that cannot only briefly. */
+  checkPull: boolean;
 }
 
 /** `--help` text. */
@@ -34,6 +36,8 @@ Flags:
   --cache-dir DIR     token cache (env OKE_CREDENTIAL_PROVIDER_CACHE_DIR; default ${DEFAULT_CACHE_DIR})
   --timeout SECONDS   deadline of one invocation (default 45; kubelet allows 60)
   --log-level LEVEL   error, warn, info or debug (default warn); logs go to stderr
+  --check-pull        after getting a token, check it can read the image's manifest; a token
+                      that cannot is cached for 2 minutes only, so a new IAM policy applies fast
   --version           print the version
   --help              print this help
 
@@ -62,6 +66,7 @@ export async function parseOptions(
     logLevel: "warn",
     imdsBaseUrl: env("OCI_METADATA_BASE_URL") || DEFAULT_IMDS_BASE,
     federationEndpoint: env("OCI_SDK_AUTH_CLIENT_REGION_URL") || undefined,
+    checkPull: false,
   };
   if (args.length === 0) return options;
   const { parseArgs } = await import("node:util");
@@ -75,6 +80,7 @@ export async function parseOptions(
         timeout: { type: "string" },
         "log-level": { type: "string" },
         image: { type: "string" },
+        "check-pull": { type: "boolean" },
         version: { type: "boolean" },
         help: { type: "boolean" },
       },
@@ -111,6 +117,7 @@ export async function parseOptions(
     options.logLevel = values["log-level"] as Level;
   }
   options.image = values.image;
+  options.checkPull = values["check-pull"] ?? false;
   options.command = values.help
     ? "help"
     : values.version

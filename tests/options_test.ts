@@ -12,6 +12,7 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
     logLevel: "warn",
     imdsBaseUrl: DEFAULT_IMDS_BASE,
     federationEndpoint: undefined,
+    checkPull: false,
   });
   const env = (name: string) =>
     ({
@@ -33,6 +34,8 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
   assert.equal(flags.cacheDir, "/flag");
   assert.equal(flags.timeoutSeconds, 2.5);
   assert.equal(flags.logLevel, "debug");
+  assert.equal(flags.checkPull, false);
+  assert.equal((await parseOptions(["--check-pull"], env)).checkPull, true);
 });
 
 Deno.test("parseOptions knows the commands", async () => {

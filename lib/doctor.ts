@@ -1,0 +1,231 @@
+/**
+ * `oke-credential-provider doctor [--image REF]`: every step of the plugin, run on the node, one
+ * line per check with ✓ or ✗ and its time; for each ✗, the likely cause and the fix. Nothing is
+ * read from or written to the token cache: this is a fresh look. Exit status 0 only if all pass.
+ *
+ * @module
+ */
+
+import { describe, PluginError } from "./errors.ts";
+import { federate, federationUrl, generateSessionKey, type SecurityToken } from "./federation.ts";
+import { call, deadline } from "./http.ts";
+import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
+import { type ImageReference, ocirHost, parseImage } from "./image.ts";
+import { fetchInstanceDocuments, type InstanceDocuments } from "./imds.ts";
+import type { Logger } from "./log.ts";
+import { fetchDockerToken, policyHint } from "./ocir.ts";
+import type { Options } from "./options.ts";
+import { checkPull } from "./registry.ts";
+
+/** A check's outcome: what it found, or why it failed and what to do. */
+type Outcome<T> = { value: T; detail: string };
+
+const DAY = 86400_000;
+
+/** Runs checks in order, printing a line each; a failure stops the ones that depend on it. */
+class Report {
+  failed = false;
+  constructor(private readonly print: (line: string) => void) {}
+
+  async check<T>(
+    name: string,
+    run: () => Promise<Outcome<T>>,
+    fix: (e: unknown) => Promise<string> | string,
+  ): Promise<T | undefined> {
+    if (this.failed) {
+      this.print(`- ${name.padEnd(14)} skipped`);
+      return undefined;
+    }
+    const started = performance.now();
+    const ms = () => `${Math.round(performance.now() - started)} ms`;
+    try {
+      const { value, detail } = await run();
+      this.print(`✓ ${name.padEnd(14)} ${detail} (${ms()})`);
+      return value;
+    } catch (e) {
+      this.failed = true;
+      this.print(`✗ ${name.padEnd(14)} ${describe(e)} (${ms()})`);
+      this.print(`  fix: ${await fix(e)}`);
+      return undefined;
+    }
+  }
+
+  /** A line of facts found by the check before it. */
+  note(name: string, detail: () => string): void {
+    if (!this.failed) this.print(`✓ ${name.padEnd(14)} ${detail()}`);
+  }
+}
+
+/** The instance's own registry host, when `--image` names none. */
+function homeRegistry(identity: InstanceIdentity): string {
+  const r = identity.region;
+  return r.realmKey === "oc1"
+    ? `${r.regionKey}.ocir.io`
+    : `ocir.${r.regionId}.oci.${r.realmDomain}`;
+}
+
+/** Clock skew against a server's `Date` header, in seconds (positive: we are ahead). */
+async function measureSkew(
+  url: URL,
+  options: { deadline: ReturnType<typeof deadline>; log: Logger },
+): Promise<number | undefined> {
+  try {
+    const response = await call(new URL("/", url), () => ({ method: "GET" }), {
+      step: "federation",
+      ...options,
+      retryOn: [],
+      attempts: 1,
+      accept: [400, 401, 403, 404, 405],
+    });
+    await response.body?.cancel();
+    const date = Date.parse(response.headers.get("date") ?? "");
+    return Number.isNaN(date) ? undefined : Math.round((Date.now() - date) / 1000);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs the checks and returns the exit status.
+ *
+ * @example
+ * ```ts
+ * Deno.exit(await doctor(options, log));
+ * ```
+ */
+export async function doctor(
+  options: Options,
+  log: Logger,
+  print: (line: string) => void = (line) => console.log(line),
+): Promise<number> {
+  const d = deadline(options.timeoutSeconds);
+  const report = new Report(print);
+  const retryHint =
+    "see the message: IMDS must answer on this node (IMDS v2 enabled; no proxy for 169.254.169.254, add it to NO_PROXY)";
+  let image: ImageReference | undefined;
+  if (options.image !== undefined) {
+    image = await report.check(
+      "image",
+      () => {
+        const parsed = parseImage(options.image!);
+        if (!ocirHost(parsed.registry)) {
+          throw new PluginError(
+            "image",
+            "REFUSED",
+            `${parsed.registry} is not an OCIR registry host`,
+          );
+        }
+        return Promise.resolve({
+          value: parsed,
+          detail: `${parsed.registry}/${parsed.repository}`,
+        });
+      },
+      () =>
+        "give an OCIR image: <region>.ocir.io/<namespace>/<repo>:<tag> or ocir.<region>.oci.<realm domain>/…",
+    );
+  }
+
+  const docs = await report.check<InstanceDocuments>("IMDS", async () => {
+    const value = await fetchInstanceDocuments({ baseUrl: options.imdsBaseUrl, deadline: d, log });
+    return { value, detail: `${new URL(options.imdsBaseUrl).origin} answered` };
+  }, () => retryHint);
+
+  const identity = await report.check<InstanceIdentity>(
+    "certificate",
+    async () => {
+      const value = await instanceIdentity(docs!);
+      const days = Math.floor((value.leaf.notAfter.getTime() - Date.now()) / DAY);
+      return {
+        value,
+        detail:
+          `valid until ${value.leaf.notAfter.toISOString()} (${days} days left; IMDS rotates it)`,
+      };
+    },
+    (e) =>
+      e instanceof PluginError && e.hint
+        ? e.hint
+        : "IMDS served an unusable certificate or key; if it persists, the instance's identity is broken: report it to OCI support",
+  );
+
+  report.note(
+    "instance",
+    () =>
+      `tenancy ${identity!.tenancy}, compartment ${identity!.compartment ?? "?"}, instance ${
+        identity!.instance ?? "?"
+      }`,
+  );
+  report.note("region", () => {
+    const r = identity!.region;
+    return `${r.regionId} (${r.regionKey.toUpperCase()}), realm ${r.realmKey} (${r.realmDomain})`;
+  });
+  const authUrl = identity && federationUrl(identity.region, options.federationEndpoint);
+  report.note("auth endpoint", () => authUrl!.href);
+
+  let sessionKey: CryptoKeyPair | undefined;
+  const token = await report.check<SecurityToken>("federation", async () => {
+    sessionKey = await generateSessionKey();
+    const value = await federate(identity!, sessionKey, { url: authUrl!, deadline: d, log });
+    return {
+      value,
+      detail: `security token valid until ${new Date(value.expiresAt * 1000).toISOString()}`,
+    };
+  }, async (e) => {
+    if (!(e instanceof PluginError) || e.status !== 401) {
+      return e instanceof PluginError && e.hint
+        ? e.hint
+        : "check the network path to the auth service (proxy, DNS, firewall)";
+    }
+    const skew = await measureSkew(authUrl!, { deadline: d, log });
+    if (skew !== undefined && Math.abs(skew) > 60) {
+      return `this node's clock is ${skew > 0 ? "ahead" : "behind"} by ${
+        Math.abs(skew)
+      } s (the auth service allows 300): fix time sync (chronyc tracking; systemctl restart chronyd)`;
+    }
+    return `clock skew is ${
+      skew ?? "unknown"
+    } s, so the certificate or tenancy is the problem: the instance certificate from IMDS may be stale; retry in a few minutes, then report to OCI support`;
+  });
+
+  const host = image ? ocirHost(image.registry)!.host : identity && homeRegistry(identity);
+  const docker = await report.check(
+    "OCIR token",
+    async () => {
+      const value = await fetchDockerToken(host!, {
+        securityToken: token!.token,
+        sessionKey: sessionKey!.privateKey,
+        deadline: d,
+        log,
+      });
+      return {
+        value,
+        detail: `${host} issued a docker token valid until ${
+          new Date(value.expiresAt * 1000).toISOString()
+        }`,
+      };
+    },
+    (e) =>
+      e instanceof PluginError && (e.status === 401 || e.status === 403)
+        ? policyHint(identity?.compartment)
+        : "check the network path to the registry host (proxy, DNS, firewall)",
+  );
+
+  if (image) {
+    await report.check(
+      "manifest",
+      async () => {
+        const check = await checkPull(image!, host!, docker!.token, { deadline: d, log });
+        if (!check.allowed) {
+          throw new PluginError("manifest check", "REFUSED", check.detail, { host });
+        }
+        return { value: null, detail: check.detail };
+      },
+      (e) =>
+        e instanceof PluginError && e.code === "REFUSED" && e.step === "manifest check"
+          ? `${
+            policyHint(identity?.compartment)
+          }; a new policy needs a new token: kubelet asks again when its cache expires`
+          : "check the network path to the registry host (proxy, DNS, firewall)",
+    );
+  }
+  return report.failed ? 1 : 0;
+}
