@@ -5,6 +5,7 @@
  * on it. It shares nothing with lib/.
  */
 import * as x509 from "@peculiar/x509";
+import { createPrivateKey } from "node:crypto";
 import { encodeBase64, httpDate, sha256Base64 } from "./util.ts";
 
 /** Where a client reaches the emulator. */
@@ -113,8 +114,7 @@ export async function fetchIdentity(base: string): Promise<Identity> {
 }
 
 /** Imports a PKCS#1 RSA private key PEM (wrapping it as PKCS#8 via node:crypto). */
-export async function importPkcs1(pemText: string): Promise<CryptoKey> {
-  const { createPrivateKey } = await import("node:crypto");
+export function importPkcs1(pemText: string): Promise<CryptoKey> {
   const der = createPrivateKey(pemText).export({ type: "pkcs8", format: "der" });
   return crypto.subtle.importKey(
     "pkcs8",

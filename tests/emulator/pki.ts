@@ -4,6 +4,7 @@
  * Distribution access tokens. Certificates come from @peculiar/x509; no hand-written ASN.1.
  */
 import * as x509 from "@peculiar/x509";
+import { Buffer } from "node:buffer";
 import { createPrivateKey } from "node:crypto";
 import { encodeBase64 } from "./util.ts";
 
@@ -193,7 +194,7 @@ export async function instanceLeaf(
 /** PKCS#1 PEM of an RSA private key (WebCrypto exports only PKCS#8; node:crypto converts). */
 export async function pkcs1Pem(key: CryptoKey): Promise<string> {
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", key));
-  const pem = createPrivateKey({ key: pkcs8 as unknown as Buffer, format: "der", type: "pkcs8" })
+  const pem = createPrivateKey({ key: Buffer.from(pkcs8), format: "der", type: "pkcs8" })
     .export({ type: "pkcs1", format: "pem" });
   return String(pem);
 }
