@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { DefaultRequestSigner, SimpleAuthenticationDetailsProvider } from "oci-common";
+import { generateSessionKey } from "../lib/federation.ts";
 import { headersToSign, type OutgoingRequest, signingString, signRequest } from "../lib/signer.ts";
 import { importPrivateKey } from "../lib/x509.ts";
 
@@ -60,16 +61,7 @@ const param = (authorization: string | null, name: string) =>
 // case; signing the same header list with the same values, both must produce the same signature
 // (RSASSA-PKCS1-v1_5 is deterministic).
 Deno.test("signer agrees with oci-common's DefaultRequestSigner on generated requests", async () => {
-  const pair = await crypto.subtle.generateKey(
-    {
-      name: "RSASSA-PKCS1-v1_5",
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: "SHA-256",
-    },
-    true,
-    ["sign", "verify"],
-  );
+  const pair = await generateSessionKey();
   const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)).toBase64();
   const pem = `-----BEGIN PRIVATE KEY-----\n${
     pkcs8.match(/.{1,64}/g)!.join("\n")
