@@ -237,6 +237,67 @@ async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work }
     assert.equal(realm.reason, `policy denied repository:${OTHER_NAMESPACE}/app:pull`);
   });
 
+  /** `doctor --image` on this node: its exit code and the manifest line with its fix. */
+  const doctor = async (image: string) => {
+    const result = await runPlugin({ stdin: "", env: emu.env, args: ["doctor", "--image", image] });
+    const lines = result.stdout.split("\n");
+    const at = lines.findIndex((l) => l.slice(2).startsWith("manifest"));
+    return {
+      code: result.code,
+      manifest: lines.slice(at, at + 2).join("\n"),
+      stdout: result.stdout,
+    };
+  };
+  const checkPull = async () => {
+    const cacheDir = await fresh("cache");
+    const result = await runPlugin({
+      stdin: kubeletRequest(ref(ns)),
+      env: emu.env,
+      args: ["--cache-dir", cacheDir, "--check-pull"],
+    });
+    assert.equal(result.code, 0, result.stderr);
+    const entry = JSON.parse(await Deno.readTextFile(`${cacheDir}/docker-${HOST}.json`));
+    return { ...result, refreshIn: entry.refreshAt - Date.now() / 1000 };
+  };
+
+  await t.step("doctor --image and --check-pull see a readable image as readable", async () => {
+    const report = await doctor(ref(ns));
+    assert.equal(report.code, 0, report.stdout);
+    assert.match(report.manifest, /^✓ manifest +HTTP 200 with the docker token/);
+    const missing = await doctor(`${HOST}/${ns}/app:no-such-tag`);
+    assert.equal(missing.code, 0, missing.stdout);
+    assert.match(missing.manifest, /readable but not found \(HTTP 404/);
+    const checked = await checkPull();
+    assert.equal(checked.stderr, "");
+    assert.match(checked.response!.cacheDuration, /^5[45]m\d+s$/);
+    assert.ok(checked.refreshIn > 3000);
+  });
+
+  await t.step(
+    "a policy that denies: doctor names the fix, --check-pull caches the token 2 minutes only",
+    async () => {
+      emu.setPolicy(() => false);
+      try {
+        const report = await doctor(ref(ns));
+        assert.equal(report.code, 1);
+        assert.match(report.manifest, /^✗ manifest .*HTTP 401 with the docker token/);
+        assert.match(
+          report.manifest,
+          new RegExp(`fix: .*${escape(emu.instance.compartment)}.*read repos`),
+        );
+        const checked = await checkPull();
+        assert.match(checked.response!.cacheDuration, /^(1m5\d|2m0)s$/);
+        assert.ok(checked.refreshIn <= 120, `refresh in ${checked.refreshIn} s`);
+        assert.match(
+          checked.stderr,
+          /level=warn step=manifest-check host=iad\.ocir\.io msg="this token cannot read .*app .*it is cached for 120 s only"/,
+        );
+      } finally {
+        emu.setPolicy(tenancyMayPull(emu));
+      }
+    },
+  );
+
   await t.step("OCIR refuses the plugin (403): it says why, and no pull happens", async () => {
     emu.fault("ocir:/docker/token", { status: [403] });
     let result;
