@@ -9,7 +9,7 @@
  */
 
 import { PluginError, type Step } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import { type Logger, redact } from "./log.ts";
 
 /** The time the whole invocation may take; every request, retry and lock wait fits in it. */
 export interface Deadline {
@@ -42,6 +42,14 @@ export function deadline(seconds: number): Deadline {
  */
 export function remaining(d: Deadline): number {
   return Math.max(0, d.at - Date.now());
+}
+
+/**
+ * Whether the deadline has passed. Its signal alone may lag: an attempt given all the time left
+ * times out on its own timer in the same instant, and must still be reported as the deadline.
+ */
+function expired(d: Deadline): boolean {
+  return d.signal.aborted || remaining(d) === 0;
 }
 
 /**
@@ -102,7 +110,8 @@ function errorSummary(body: string): string {
     const json = JSON.parse(body);
     const e = Array.isArray(json?.errors) ? json.errors[0] : json;
     const words = [e?.code, e?.message].filter((w) => typeof w === "string").join(": ");
-    return words ? ` ${words.slice(0, 200)}` : "";
+    // Redacted before it is cut: a secret cut short may no longer look like one to redact().
+    return words ? ` ${redact(words).slice(0, 200)}` : "";
   } catch {
     return "";
   }
@@ -119,7 +128,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Sends a request, retrying what is worth retrying, and returns the first 2xx response.
+ * Sends a request, retrying what is worth retrying, and returns the first 2xx response. A server
+ * certificate the node does not trust is never worth it: it fails at once, with a hint.
  * Only IMDS (link-local) is ever called over plain HTTP.
  *
  * @example
@@ -146,7 +156,7 @@ export async function call(
   }
   const attempts = options.attempts ?? 5;
   for (let attempt = 0;; attempt++) {
-    if (options.deadline.signal.aborted) throw deadlineError(step, host);
+    if (expired(options.deadline)) throw deadlineError(step, host);
     const attemptTimeout = Math.min(
       remaining(options.deadline),
       options.attemptTimeoutMs ?? 10_000,
@@ -172,18 +182,31 @@ export async function call(
       if (
         e instanceof PluginError && e.code === "HTTP_STATUS" && !options.retryOn.includes(e.status!)
       ) throw e;
-      if (options.deadline.signal.aborted) throw deadlineError(step, host);
-      failure = e instanceof PluginError ? e : new PluginError(
-        step,
-        e instanceof DOMException && e.name === "TimeoutError" ? "TIMEOUT" : "NETWORK",
-        e instanceof DOMException && e.name === "TimeoutError"
-          ? `no answer within ${Math.round(attemptTimeout / 1000)} s`
-          : `request failed: ${networkCause(e)}`,
-        { host, cause: e },
-      );
+      if (expired(options.deadline)) throw deadlineError(step, host);
+      if (e instanceof PluginError) failure = e;
+      else if (e instanceof DOMException && e.name === "TimeoutError") {
+        failure = new PluginError(
+          step,
+          "TIMEOUT",
+          `no answer within ${Math.round(attemptTimeout / 1000)} s`,
+          { host, cause: e },
+        );
+      } else {
+        const cause = networkCause(e);
+        const untrusted = UNTRUSTED_CERTIFICATE.test(cause);
+        failure = new PluginError(step, "NETWORK", `request failed: ${cause}`, {
+          host,
+          cause: e,
+          hint: untrusted ? UNTRUSTED_HINT : undefined,
+        });
+        // A certificate the node does not trust is refused the same way on every try.
+        if (untrusted) throw failure;
+      }
     }
     if (attempt + 1 >= attempts) throw failure;
     if (wait >= remaining(options.deadline)) {
+      // Tries that kept timing out until too little time was left: the deadline cut it short.
+      if (failure.code === "TIMEOUT") throw deadlineError(step, host);
       throw new PluginError(step, failure.code, `${failure.reason}; no time left to retry`, {
         host,
         status: failure.status,
@@ -200,6 +223,11 @@ export async function call(
     await sleep(wait, options.deadline.signal);
   }
 }
+
+// rustls' words for a server certificate that does not verify (unknown CA, expired, wrong name).
+const UNTRUSTED_CERTIFICATE = /invalid peer certificate/i;
+const UNTRUSTED_HINT =
+  "the server's TLS certificate is not trusted by this node: a TLS-inspecting proxy needs its CA in DENO_CERT; verification is never turned off";
 
 /** The innermost message of a fetch failure, which names the real cause (DNS, TLS, refused). */
 function networkCause(error: unknown): string {

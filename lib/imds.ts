@@ -28,6 +28,10 @@ export interface ImdsOptions {
 // OCI documents retrying 404 (not yet provisioned), 429 (rate limit) and 5xx.
 const RETRY_ON = [404, 429, 500, 502, 503, 504];
 
+// IMDS answers a well-formed GET with 200, 404 or 429; anything else (403, 405, 407, 502, a web
+// page) most often comes from an HTTP proxy that the node's HTTP_PROXY sends IMDS requests to.
+const PROXY_HINT = "is IMDS reached directly? put 169.254.169.254 in NO_PROXY";
+
 async function get(
   path: string,
   options: ImdsOptions,
@@ -40,6 +44,7 @@ async function get(
     log: options.log,
     retryOn,
     attemptTimeoutMs: 5_000,
+    hint: (status) => status === 404 || status === 429 ? undefined : PROXY_HINT,
   });
 }
 
@@ -51,6 +56,8 @@ const text = async (path: string, options: ImdsOptions) => await (await get(path
  */
 async function region(options: ImdsOptions): Promise<Region> {
   let info: Record<string, unknown> | undefined;
+  // Why regionInfo could not be used, for the error when the fallback fails too.
+  let unusable = "instance/regionInfo/ lacks fields";
   try {
     info = await readJson(
       await get("instance/regionInfo/", options, RETRY_ON.filter((s) => s !== 404)),
@@ -58,6 +65,7 @@ async function region(options: ImdsOptions): Promise<Region> {
     );
   } catch (e) {
     if (!(e instanceof PluginError) || !(e.status === 404 || e.code === "BAD_RESPONSE")) throw e;
+    unusable = `instance/regionInfo/ ${e.status === 404 ? "is absent" : e.reason}`;
     options.log.info(
       "IMDS",
       `no usable instance/regionInfo/ (${e.reason}); using instance/region and the region table`,
@@ -88,11 +96,11 @@ async function region(options: ImdsOptions): Promise<Region> {
     throw new PluginError(
       "IMDS",
       "BAD_RESPONSE",
-      `region ${
-        JSON.stringify(name.slice(0, 64))
-      } is not in the region table and IMDS has no instance/regionInfo/`,
+      `region ${JSON.stringify(name.slice(0, 64))} is not in the region table, and ${unusable}`,
       {
         host: new URL(options.baseUrl).host,
+        // A region name that is not even shaped like one (a web page) came from a proxy.
+        hint: /^[a-z0-9-]+$/i.test(name) ? undefined : PROXY_HINT,
       },
     );
   }

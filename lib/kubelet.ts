@@ -28,6 +28,12 @@ export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 const bad = (reason: string) => new PluginError("request", "BAD_INPUT", reason);
 
+/** A field's value quoted in an error: cut short, since a field may hold up to a megabyte. */
+const quote = (value: unknown) => {
+  const text = JSON.stringify(value) ?? "missing";
+  return text.length > 100 ? `${text.slice(0, 100)}…` : text;
+};
+
 /**
  * Reads the whole request from a stream, refusing more than {@linkcode MAX_REQUEST_BYTES}.
  *
@@ -79,13 +85,11 @@ export function parseRequest(text: string): CredentialProviderRequest {
   }
   const { apiVersion, kind, image } = value as Record<string, unknown>;
   if (kind !== "CredentialProviderRequest") {
-    throw bad(`kind is ${JSON.stringify(kind) ?? "missing"}, expected "CredentialProviderRequest"`);
+    throw bad(`kind is ${quote(kind)}, expected "CredentialProviderRequest"`);
   }
   if (!API_VERSIONS.includes(apiVersion as ApiVersion)) {
     throw bad(
-      `apiVersion ${JSON.stringify(apiVersion) ?? "missing"} is not one of ${
-        API_VERSIONS.join(", ")
-      }`,
+      `apiVersion ${quote(apiVersion)} is not one of ${API_VERSIONS.join(", ")}`,
     );
   }
   if (typeof image !== "string" || image === "") throw bad("the request names no image");

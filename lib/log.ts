@@ -56,7 +56,10 @@ export function redact(text: string): string {
  */
 export function formatLine(level: Level, step: Step, message: string, host?: string): string {
   const at = host ? ` host=${host}` : "";
-  const msg = redact(message).replace(/\s+/g, " ").replaceAll('"', "'");
+  // Control and format characters (an escape sequence, a bidi override, a zero-width space) from
+  // an image reference or an answer would make the line read as something else: shown escaped.
+  const msg = redact(message).replace(/\s+/g, " ").replaceAll('"', "'")
+    .replace(/\p{C}/gu, (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, "0")}`);
   return `oke-credential-provider level=${level} step=${
     step.replaceAll(" ", "-")
   }${at} msg="${msg}"`;

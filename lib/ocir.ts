@@ -67,7 +67,14 @@ export async function fetchDockerToken(
     deadline: options.deadline,
     log: options.log,
     retryOn: [429, 500, 502, 503, 504],
-    hint: (status) => (status === 401 || status === 403) ? policyHint() : undefined,
+    // A 401 is also OCIR's answer to a request date more than 5 minutes off its clock; when the
+    // security token came from the cache, federation has not already caught a wrong node clock.
+    hint: (status) =>
+      status === 403
+        ? policyHint()
+        : status === 401
+        ? `${policyHint()}; or, if the message is about the date, the node's clock is more than 5 minutes off (check chrony)`
+        : undefined,
   });
   const now = Math.floor(Date.now() / 1000);
   const body = await readJson(response, "OCIR token");
