@@ -1,0 +1,79 @@
+/**
+ * Issue 5, least privilege: the plugin run with exactly the Deno permissions compiled into the
+ * release binaries (scripts/build.ts), not `-A`. It works on the emulator, cold and warm, with its
+ * cache under /tmp (HTTPS_PROXY and DENO_CERT work without any permission: the runtime applies
+ * them). With a cache directory outside the allowed paths it still answers, and says in one line
+ * that it cannot cache there.
+ */
+import assert from "node:assert/strict";
+import { ALLOWED_PATHS, PERMISSION_FLAGS } from "../scripts/build.ts";
+import { appImage, LOG_LINE, type Run, startBench, startPlugin } from "./fault_scenarios.ts";
+import { kubeletRequest } from "./plugin_process.ts";
+
+Deno.test({
+  name: "least privilege: the release binary's permissions suffice, and a forbidden cache is said",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const bench = await startBench();
+    const { emu } = bench;
+    const run = (cacheDir: string): Promise<Run> =>
+      startPlugin({
+        stdin: kubeletRequest(appImage(emu)),
+        env: emu.env,
+        args: ["--cache-dir", cacheDir, "--timeout", "20"],
+        permissions: PERMISSION_FLAGS,
+        killAfterMs: 30_000,
+      }).done;
+    const allowed = await Deno.makeTempDir({ dir: "/tmp", prefix: "okecp-perm-" });
+    // /var/tmp is a real, writable place that the binary may not touch.
+    const forbidden = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "okecp-perm-" });
+    try {
+      assert.ok(ALLOWED_PATHS.includes("/tmp"), "this test puts its cache under /tmp");
+      assert.ok(!ALLOWED_PATHS.some((p) => `${forbidden}/`.startsWith(`${p}/`)));
+
+      await t.step("cold, then warm, with the cache under /tmp", async () => {
+        const cold = await run(`${allowed}/cache`);
+        assert.equal(cold.code, 0, cold.stderr);
+        assert.equal(cold.stderr, "");
+        const password = cold.response!.auth["iad.ocir.io"].password;
+        assert.ok(password);
+        assert.equal(emu.counters.federations, 1);
+        const mark = emu.requests.length;
+        const warm = await run(`${allowed}/cache`);
+        assert.equal(warm.code, 0, warm.stderr);
+        assert.equal(warm.stderr, "");
+        assert.equal(warm.response!.auth["iad.ocir.io"].password, password);
+        assert.deepEqual(emu.requests.slice(mark), [], "served from the cache");
+      });
+
+      await t.step(
+        "a cache directory outside the allowed paths: answers, and says why not cached",
+        async () => {
+          const dir = `${forbidden}/cache`;
+          for (const attempt of [1, 2]) {
+            const federations = emu.counters.federations;
+            const result = await run(dir);
+            assert.equal(result.code, 0, result.stderr);
+            assert.ok(result.response!.auth["iad.ocir.io"].password);
+            const lines = result.stderr.trimEnd().split("\n");
+            assert.equal(lines.length, 1, result.stderr);
+            assert.match(lines[0], LOG_LINE);
+            assert.match(
+              lines[0],
+              new RegExp(
+                `^oke-credential-provider level=warn step=cache msg="cannot use cache directory ${dir} \\(NotCapable: .*\\); answering without caching"$`,
+              ),
+            );
+            assert.equal(emu.counters.federations, federations + 1, `nothing cached (${attempt})`);
+          }
+          assert.deepEqual([...Deno.readDirSync(forbidden)], [], "nothing was written there");
+        },
+      );
+    } finally {
+      await emu.close();
+      await Deno.remove(allowed, { recursive: true });
+      await Deno.remove(forbidden, { recursive: true });
+    }
+  },
+});

@@ -1,0 +1,98 @@
+/**
+ * Issue 5, secrets and egress: every scenario of fault_scenarios.ts again, at `--log-level debug`
+ * (a quieter level prints a subset of debug's lines; faults_test.ts checks the default level, and
+ * the retry scenarios there run at info), each request carrying a KEP-4412 service-account token,
+ * proving that
+ * - no stderr holds any 20-character piece of a token (docker, security, service account), a
+ *   private key (the instance's, the session's) or a certificate body, whichever scenario
+ *   revealed it;
+ * - plain HTTP goes only to IMDS (HTTP_PROXY points at the emulator's proxy, which records
+ *   anything else), every tunnel is to port 443 of the auth service or of the image's own
+ *   registry host, and a host that is not OCIR receives nothing;
+ * and, among the scenarios, that TLS is never relaxed (another CA, no CA).
+ */
+import assert from "node:assert/strict";
+import { API_VERSIONS } from "../lib/kubelet.ts";
+import type { Emulator, RequestLogEntry } from "./emulator/mod.ts";
+import { PLANTED, runScenario, SCENARIOS, SecretWatch, startBench } from "./fault_scenarios.ts";
+
+/** A request as kubelet sends it with KEP-4412 tokenAttributes: with the pod's token. */
+const requestWithToken = (image: string) =>
+  JSON.stringify({
+    apiVersion: API_VERSIONS[0],
+    kind: "CredentialProviderRequest",
+    image,
+    serviceAccountToken: PLANTED.serviceAccountToken,
+    serviceAccountAnnotations: { "example.com/role": "puller" },
+  });
+
+/** Asserts the run reached nothing but IMDS over plain HTTP and OCI over TLS, on port 443. */
+function assertEgress(emu: Emulator, requests: RequestLogEntry[], image: string, name: string) {
+  const registry = image.split("/")[0].toLowerCase();
+  const imds = `${emu.env.OCI_METADATA_BASE_URL}/`;
+  for (const entry of requests.filter((r) => r.service === "proxy")) {
+    // A plain-HTTP request through the proxy shows as its absolute URL; only IMDS's may.
+    if (entry.host.startsWith("http:")) {
+      assert.ok(entry.host.startsWith(imds), `plain HTTP to ${entry.host}: ${name}`);
+      continue;
+    }
+    const m = /^([a-z0-9.-]+):443$/.exec(entry.host);
+    assert.ok(m, `a tunnel to ${entry.host}, not port 443: ${name}`);
+    assert.ok(
+      m[1] === registry || (m[1].startsWith("auth.") && emu.hosts.includes(m[1])),
+      `a tunnel to ${m[1]}, neither the auth service nor the image's registry: ${name}`,
+    );
+  }
+}
+
+Deno.test({
+  name: "secrets: no scenario's stderr, at debug level, holds a secret; nothing goes astray",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const bench = await startBench();
+    const watch = new SecretWatch();
+    const seen: { name: string; stderr: string }[] = [];
+    try {
+      for (const scenario of SCENARIOS) {
+        await t.step(scenario.name, async () => {
+          await watch.addIdentity(bench.emu);
+          const { run, requests, image } = await runScenario(bench, scenario, {
+            level: "debug",
+            // Plain HTTP to anything but NO_PROXY's loopback IMDS would reach the proxy and show.
+            env: { HTTP_PROXY: bench.emu.env.HTTPS_PROXY },
+            request: requestWithToken,
+            inspect: (run, dir) => watch.harvest(run, dir),
+          });
+          seen.push({ name: scenario.name, stderr: run.stderr });
+          assertEgress(bench.emu, requests, image, scenario.name);
+        });
+      }
+      // Checked again at the end: a secret one scenario revealed may be in another's stderr.
+      await t.step("no stderr holds a secret that any scenario revealed", () => {
+        assert.equal(seen.length, SCENARIOS.length);
+        for (const { name, stderr } of seen) watch.assertClean(stderr, name);
+      });
+    } finally {
+      await bench.emu.close();
+    }
+  },
+});
+
+Deno.test("secrets: the watch sees a piece of a secret however it is wrapped, and nothing else", () => {
+  const watch = new SecretWatch();
+  const line = (msg: string) => `oke-credential-provider level=error step=OCIR-token msg="${msg}"`;
+  const keyLine = PLANTED.otherKeyPem.split("\n")[5];
+  const [keyEnd, keyStart] = [keyLine.slice(-12), PLANTED.otherKeyPem.split("\n")[6].slice(0, 12)];
+  for (
+    const leak of [
+      keyLine.slice(10, 31), // a piece of a key
+      `${keyEnd} ${keyStart}`, // across the PEM's line break, the log's space between
+      PLANTED.dockerToken.slice(60, 85), // from the middle of a token
+      PLANTED.serviceAccountToken.slice(0, 25), // the start of another
+    ]
+  ) {
+    assert.throws(() => watch.assertClean(line(`x ${leak} y`), "self-test"), /planted|JWT/);
+  }
+  watch.assertClean(line("HTTP 401 UNAUTHORIZED: token [JWT redacted] refused"), "self-test");
+});
