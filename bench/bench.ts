@@ -1,0 +1,731 @@
+/**
+ * `deno task bench`: how long kubelet waits for a docker token, against the OCI emulator with
+ * injected round-trip latencies, next to the official SDK doing the same job and next to the
+ * floor (an empty Deno program's start plus the round trips no implementation can avoid).
+ *
+ * Every measured run is a process, timed from spawn to exit, as kubelet starts the plugin. Runs
+ * of different kinds are interleaved round by round, so that drift in the machine's speed
+ * (other load, CPU frequency) spreads over all of them instead of biasing one. Peak RSS comes
+ * from GNU time (`/usr/bin/time`, Debian package `time`) when it is installed.
+ *
+ * Flags (run counts; the defaults keep a run under ~5 minutes on 2 CPUs):
+ *   --cold N      cold plugin runs per profile (15); also "cold, session cached"
+ *   --warm N      warm plugin runs per profile, each of two kinds (30); also the empty program
+ *   --sdk N       official-SDK runs per profile (15)
+ *   --storms N    rounds of 16 and of 64 concurrent cold invocations per profile (3)
+ *   --steps N     instrumented cold runs per variant, for "where the time goes" (7)
+ *   --imports N   fresh processes per module, for the import costs (10)
+ *
+ * Output is Markdown, to paste into BENCHMARKS.md.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type Emulator, type RequestLogEntry, startEmulator } from "../tests/emulator/mod.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const MOD = `${ROOT}mod.ts`;
+const BENCH = `${ROOT}bench/`;
+
+const { values: flags } = parseArgs({
+  options: {
+    cold: { type: "string", default: "15" },
+    warm: { type: "string", default: "30" },
+    sdk: { type: "string", default: "15" },
+    storms: { type: "string", default: "3" },
+    steps: { type: "string", default: "7" },
+    imports: { type: "string", default: "10" },
+  },
+});
+const count = (name: keyof typeof flags) => {
+  const n = Number(flags[name]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+  return n;
+};
+const COUNTS = {
+  cold: count("cold"),
+  warm: count("warm"),
+  sdk: count("sdk"),
+  storms: count("storms"),
+  steps: count("steps"),
+  imports: count("imports"),
+};
+
+/** A latency profile: round trips injected per request, and the registry host asked. */
+interface Profile {
+  name: string;
+  latency: { imds: number; auth: number; ocir: number };
+  host: string;
+}
+
+// The instance lives in us-ashburn-1; the far profile pulls from Frankfurt's registry.
+const PROFILES: Profile[] = [
+  { name: "near", latency: { imds: 2, auth: 40, ocir: 40 }, host: "iad.ocir.io" },
+  { name: "far region", latency: { imds: 2, auth: 40, ocir: 150 }, host: "fra.ocir.io" },
+];
+const STORM_SIZES = [16, 64];
+
+// ---------------------------------------------------------------------------------------------
+// Running processes
+
+/** One process run. */
+interface Run {
+  /** Spawn to exit, milliseconds. */
+  ms: number;
+  /** When it was spawned, epoch ms (the emulator's log uses this clock). */
+  spawnedAt: number;
+  /** Peak resident set size, KiB (GNU time's %M), when /usr/bin/time exists. */
+  rssKb?: number;
+  /** User + system CPU time, ms (GNU time's %U + %S, 10 ms resolution). */
+  cpuMs?: number;
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+const GNU_TIME = "/usr/bin/time";
+const hasGnuTime = await Deno.stat(GNU_TIME).then((s) => s.isFile, () => false);
+const tmp = await Deno.makeTempDir({ prefix: "oke-bench-" });
+let serial = 0;
+
+const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+
+/**
+ * The environment of a child: nothing of ours but what finds Deno and its cache, and
+ * LD_PRELOAD, so that `LD_PRELOAD=… deno task bench` can change every process alike (see
+ * bench/nodelay.c).
+ */
+function childEnv(emu: Emulator, extra: Record<string, string> = {}): Record<string, string> {
+  const inherited = Object.fromEntries(
+    ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "LD_PRELOAD"].flatMap((name) => {
+      const value = Deno.env.get(name);
+      return value === undefined ? [] : [[name, value]];
+    }),
+  );
+  return { ...inherited, ...emu.env, DENO_NO_UPDATE_CHECK: "1", ...extra };
+}
+
+/** Runs `deno <args>` with `stdin`, timing it from spawn to exit. */
+async function spawn(args: string[], env: Record<string, string>, stdin = ""): Promise<Run> {
+  const rssFile = `${tmp}/rss-${serial++}`;
+  const command = hasGnuTime ? GNU_TIME : Deno.execPath();
+  const argv = hasGnuTime ? ["-f", "%M %U %S", "-o", rssFile, Deno.execPath(), ...args] : args;
+  const start = performance.now();
+  const child = new Deno.Command(command, {
+    args: argv,
+    cwd: ROOT,
+    clearEnv: true,
+    // cold_steps.ts counts its steps from here, in the same (epoch) clock.
+    env: { ...env, BENCH_SPAWNED_AT: String(performance.timeOrigin + start) },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(stdin));
+  await writer.close();
+  const out = await child.output();
+  const ms = performance.now() - start;
+  const run: Run = {
+    ms,
+    spawnedAt: performance.timeOrigin + start,
+    code: out.code,
+    stdout: text(out.stdout),
+    stderr: text(out.stderr),
+  };
+  if (hasGnuTime) {
+    // GNU time writes "Command exited with non-zero status N" before its line on failure.
+    const [kb, user, system] = (await Deno.readTextFile(rssFile)).trim().split("\n").at(-1)!
+      .split(" ").map(Number);
+    await Deno.remove(rssFile);
+    run.rssKb = kb;
+    run.cpuMs = (user + system) * 1000;
+  }
+  return run;
+}
+
+function fail(what: string, run: Run): never {
+  throw new Error(`${what} failed (exit ${run.code}):\n${run.stdout}\n${run.stderr}`);
+}
+
+/** A kubelet request for an image on `host`. */
+function request(host: string): string {
+  return JSON.stringify({
+    apiVersion: "credentialprovider.kubelet.k8s.io/v1",
+    kind: "CredentialProviderRequest",
+    image: `${host}/emutenancy/app:1.0`,
+  });
+}
+
+/** Runs the plugin as kubelet would; a run that does not answer with a password stops the bench. */
+async function plugin(
+  emu: Emulator,
+  host: string,
+  cacheDir: string,
+  how: "env" | "arg" = "env",
+): Promise<Run> {
+  const run = how === "env"
+    ? await spawn(
+      ["run", "-A", MOD],
+      childEnv(emu, { OKE_CREDENTIAL_PROVIDER_CACHE_DIR: cacheDir }),
+      request(host),
+    )
+    : await spawn(["run", "-A", MOD, "--cache-dir", cacheDir], childEnv(emu), request(host));
+  let password;
+  try {
+    password = JSON.parse(run.stdout).auth[host].password;
+  } catch {
+    password = undefined;
+  }
+  if (run.code !== 0 || typeof password !== "string" || password === "") fail("plugin", run);
+  return run;
+}
+
+/** The official SDK doing the same job (bench/sdk_path.ts). */
+async function sdk(emu: Emulator, host: string): Promise<Run> {
+  const auth = emu.hosts.find((h) => h.startsWith("auth.us-ashburn-1."));
+  const run = await spawn(
+    ["run", "-A", `${BENCH}sdk_path.ts`, `https://${auth}`, host],
+    childEnv(emu),
+  );
+  if (run.code !== 0 || !run.stdout.includes('"token"')) fail("SDK path", run);
+  return run;
+}
+
+async function empty(emu: Emulator): Promise<Run> {
+  const run = await spawn(["run", "-A", `${BENCH}empty.ts`], childEnv(emu));
+  if (run.code !== 0) fail("empty program", run);
+  return run;
+}
+
+/** A JSON-printing helper script of bench/, run as a process. */
+async function helper<T>(emu: Emulator, script: string, args: string[]): Promise<T> {
+  const run = await spawn(["run", "-A", `${BENCH}${script}`, ...args], childEnv(emu));
+  if (run.code !== 0) fail(script, run);
+  return JSON.parse(run.stdout);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and formatting
+
+interface Stats {
+  n: number;
+  median: number;
+  q1: number;
+  q3: number;
+  min: number;
+  max: number;
+}
+
+function quantile(sorted: number[], q: number): number {
+  const at = (sorted.length - 1) * q;
+  const low = Math.floor(at);
+  return sorted[low] + (sorted[Math.ceil(at)] - sorted[low]) * (at - low);
+}
+
+function stats(values: number[]): Stats {
+  const s = [...values].sort((a, b) => a - b);
+  return {
+    n: s.length,
+    median: quantile(s, 0.5),
+    q1: quantile(s, 0.25),
+    q3: quantile(s, 0.75),
+    min: s[0],
+    max: s[s.length - 1],
+  };
+}
+
+const median = (values: number[]) => stats(values).median;
+const ms = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const spread = (s: Stats) => `${ms(s.median)} (${ms(s.q1)}–${ms(s.q3)})`;
+const mib = (kb: number) => `${(kb / 1024).toFixed(0)} MiB`;
+const rss = (runs: Run[]) => hasGnuTime ? mib(median(runs.map((r) => r.rssKb!))) : "n/a";
+const cpu = (runs: Run[]) => hasGnuTime ? ms(median(runs.map((r) => r.cpuMs!))) : "n/a";
+
+function table(header: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+/** Runs each kind `count` times, one of each per round, so that drift hits all kinds alike. */
+async function interleaved(kinds: { count: number; run: (i: number) => Promise<Run> }[]) {
+  const results: Run[][] = kinds.map(() => []);
+  const rounds = Math.max(...kinds.map((k) => k.count));
+  for (let i = 0; i < rounds; i++) {
+    for (const [k, kind] of kinds.entries()) {
+      if (i < kind.count) results[k].push(await kind.run(i));
+    }
+  }
+  return results;
+}
+
+/** The modules mod.ts loads at start (type-only imports are erased), from its source. */
+async function warmPathModules(): Promise<string[]> {
+  const source = await Deno.readTextFile(MOD);
+  return [...source.matchAll(/^import\s+(?!type\s)[^;]*?from\s+"(\.\/[^"]+)";/gm)]
+    .map((m) => new URL(m[1], `file://${ROOT}`).href);
+}
+
+async function importCosts(emu: Emulator): Promise<string> {
+  const warm = await warmPathModules();
+  const entries: [string, string[]][] = [
+    ["an empty module (baseline)", [`file://${BENCH}empty.ts`]],
+    ...warm.map((m): [string, string[]] => [m.slice(`file://${ROOT}`.length), [m]]),
+    ["all of mod.ts's imports together (the warm path)", warm],
+    ["node:util (loaded only when arguments are given)", ["node:util"]],
+    ["lib/credentials.ts (the cold path, imported on a cache miss)", [
+      `file://${ROOT}lib/credentials.ts`,
+    ]],
+    ["oci-common (the official SDK)", ["oci-common"]],
+  ];
+  const times: number[][] = entries.map(() => []);
+  for (let i = 0; i < COUNTS.imports; i++) {
+    for (const [k, [, specifiers]] of entries.entries()) {
+      times[k].push((await helper<{ ms: number }>(emu, "import_cost.ts", specifiers)).ms);
+    }
+  }
+  return table(
+    ["module (with what it imports)", "import in a fresh process, ms: median (IQR)"],
+    entries.map(([name], k) => [name, spread(stats(times[k]))]),
+  );
+}
+
+type Marks = { marks: [string, number][]; keygenMs: number };
+
+async function coldSteps(emu: Emulator, profile: Profile): Promise<string> {
+  // One pre-made key for the "session key made in advance" variant.
+  const pair = await crypto.subtle.generateKey(
+    {
+      name: "RSASSA-PKCS1-v1_5",
+      modulusLength: 2048,
+      publicExponent: new Uint8Array([1, 0, 1]),
+      hash: "SHA-256",
+    },
+    true,
+    ["sign", "verify"],
+  );
+  const keyFile = `${tmp}/session-key.json`;
+  await Deno.writeTextFile(
+    keyFile,
+    JSON.stringify({
+      pkcs8: new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)).toBase64(),
+      spki: new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey)).toBase64(),
+    }),
+  );
+  const variants: [string, string[]][] = [
+    ["as mod.ts does it", []],
+    ["+ TLS crypto warmed while the key is generated", ["--warm-tls"]],
+    ["+ session key made in advance", ["--session-key", keyFile]],
+  ];
+  const results: (Marks & { exitMs: number; inEmulator: Record<string, number> })[][] = variants
+    .map(() => []);
+  for (let i = 0; i < COUNTS.steps; i++) {
+    for (const [k, [, extra]] of variants.entries()) {
+      const dir = `${tmp}/steps-${k}-${i}`;
+      const first = emu.requests.length;
+      const run = await spawn(
+        ["run", "-A", `${BENCH}cold_steps.ts`, dir, profile.host, ...extra],
+        childEnv(emu),
+      );
+      if (run.code !== 0) fail("cold_steps.ts", run);
+      // How long the emulator held each HTTPS request: injected latency plus its own work.
+      const inEmulator = Object.fromEntries(
+        emu.requests.slice(first).filter((e) => e.service === "auth" || e.service === "ocir")
+          .map((e) => [e.service, answeredAt.get(e)! - e.at]),
+      );
+      results[k].push({ ...JSON.parse(run.stdout), exitMs: run.ms, inEmulator });
+    }
+  }
+  const names = results[0][0].marks.map(([name]) => name);
+  const step = (r: Marks, j: number) => r.marks[j][1] - (j === 0 ? 0 : r.marks[j - 1][1]);
+  const rows = names.map((name, j) => [
+    j === 0 ? "process start until the first line runs" : name,
+    ...results.map((rs) => ms(median(rs.map((r) => step(r, j))))),
+  ]);
+  rows.push(
+    [
+      "(session key generation, overlapping the above)",
+      ...results.map((rs) => ms(median(rs.map((r) => r.keygenMs)))),
+    ],
+    ["**spawn to exit**", ...results.map((rs) => `**${ms(median(rs.map((r) => r.exitMs)))}**`)],
+  );
+  const steps = table(["step (ms, median)", ...variants.map(([v]) => v)], rows);
+  // The two HTTPS steps of the first variant, split into what the emulator and the client did.
+  const inside = (service: "auth" | "ocir", stepName: string) => {
+    const j = names.indexOf(stepName);
+    const client = median(results[0].map((r) => step(r, j)));
+    const held = median(results[0].map((r) => r.inEmulator[service]));
+    const latency = profile.latency[service];
+    return [stepName, ms(client), String(latency), ms(held - latency), ms(client - held)];
+  };
+  const split = table(
+    [
+      "HTTPS step, as mod.ts does it (ms, median)",
+      "client",
+      "emulator: injected latency",
+      "emulator: its own work",
+      "rest: connection, TLS, transfer, signing",
+    ],
+    [inside("auth", "federated"), inside("ocir", "docker token received")],
+  );
+  return `${steps}\n\n${split}`;
+}
+
+/** What one cold plugin run and one SDK run put on the wire, and when. */
+async function timeline(emu: Emulator, profile: Profile): Promise<string> {
+  const rows: string[][] = [];
+  const runs: [string, () => Promise<Run>][] = [
+    ["plugin", () => plugin(emu, profile.host, `${tmp}/timeline`)],
+    ["official SDK", () => sdk(emu, profile.host)],
+  ];
+  for (const [who, go] of runs) {
+    const first = emu.requests.length;
+    const run = await go();
+    for (const e of emu.requests.slice(first)) {
+      const what = e.service === "proxy" ? `CONNECT ${e.host}` : `${e.method} ${e.host}${e.path}`;
+      const end = answeredAt.get(e);
+      rows.push([
+        who,
+        `${e.service} ${what}`,
+        ms(e.at - run.spawnedAt),
+        end === undefined ? "" : ms(end - run.spawnedAt),
+      ]);
+    }
+    rows.push([who, "**exit**", "", `**${ms(run.ms)}**`]);
+  }
+  return table(["run", "request", "arrived, ms after spawn", "answered"], rows);
+}
+
+async function connectionCost(emu: Emulator): Promise<string> {
+  const runs: { firstA: number; againA: number; firstB: number }[] = [];
+  for (let i = 0; i < COUNTS.steps; i++) {
+    runs.push(await helper(emu, "connection_cost.ts", ["iad.ocir.io", "us-ashburn-1.ocir.io"]));
+  }
+  const again = median(runs.map((r) => r.againA));
+  return table(["request", "ms, median"], [
+    ["on a reused connection (the request alone)", ms(again)],
+    [
+      "first HTTPS request of the process: + TLS library start-up, handshake",
+      `${ms(median(runs.map((r) => r.firstA)))} (+${
+        ms(median(runs.map((r) => r.firstA)) - again)
+      })`,
+    ],
+    [
+      "first request to a second host: + handshake",
+      `${ms(median(runs.map((r) => r.firstB)))} (+${
+        ms(median(runs.map((r) => r.firstB)) - again)
+      })`,
+    ],
+  ]);
+}
+
+/** What a storm asked of OCI: security tokens, docker tokens, IMDS answers. */
+interface Counts {
+  federations: number;
+  dockerTokens: number;
+  imds: number;
+}
+
+interface ProfileResult {
+  empty: Run[];
+  cold: Run[];
+  coldSession: Run[];
+  warmEnv: Run[];
+  warmArg: Run[];
+  sdk: Run[];
+  storms: Map<number, { wallMs: number; counts: Counts; runs: Run[] }[]>;
+}
+
+async function measureProfile(emu: Emulator, profile: Profile): Promise<ProfileResult> {
+  emu.latency(profile.latency);
+  const { host } = profile;
+  const dir = `${tmp}/${profile.name.replaceAll(" ", "-")}`;
+  await Deno.mkdir(dir);
+  // Warm-up, not measured: fills Deno's caches and makes the cache the warm runs read.
+  const warmDir = `${dir}/warm`;
+  await empty(emu);
+  await sdk(emu, host);
+  await plugin(emu, host, warmDir);
+  const session = await Deno.readTextFile(`${warmDir}/session.json`);
+
+  const warm = (how: "env" | "arg") => async () => {
+    const before = emu.requests.length;
+    const run = await plugin(emu, host, warmDir, how);
+    if (emu.requests.length !== before) throw new Error("a warm run used the network");
+    return run;
+  };
+  const [empties, cold, coldSession, warmEnv, warmArg, sdks] = await interleaved([
+    { count: COUNTS.warm, run: () => empty(emu) },
+    { count: COUNTS.cold, run: (i) => plugin(emu, host, `${dir}/cold-${i}`) },
+    {
+      count: COUNTS.cold,
+      run: async (i) => {
+        // A cache holding only a valid security token: a second registry, or a new docker
+        // token within the security token's 20 minutes.
+        const cache = `${dir}/session-${i}`;
+        await Deno.mkdir(cache, { mode: 0o700 });
+        await Deno.writeTextFile(`${cache}/session.json`, session, { mode: 0o600 });
+        return await plugin(emu, host, cache);
+      },
+    },
+    { count: COUNTS.warm, run: warm("env") },
+    { count: COUNTS.warm, run: warm("arg") },
+    { count: COUNTS.sdk, run: () => sdk(emu, host) },
+  ]);
+
+  const storms: ProfileResult["storms"] = new Map(STORM_SIZES.map((n) => [n, []]));
+  for (let round = 0; round < COUNTS.storms; round++) {
+    for (const n of STORM_SIZES) {
+      const cache = `${dir}/storm-${n}-${round}`;
+      const before = { ...emu.counters };
+      const start = performance.now();
+      const runs = await Promise.all(Array.from({ length: n }, () => plugin(emu, host, cache)));
+      const wallMs = performance.now() - start;
+      const counts = {
+        federations: emu.counters.federations - before.federations,
+        dockerTokens: emu.counters.dockerTokens - before.dockerTokens,
+        imds: emu.counters.imds - before.imds,
+      };
+      storms.get(n)!.push({ wallMs, counts, runs });
+    }
+  }
+  return { empty: empties, cold, coldSession, warmEnv, warmArg, sdk: sdks, storms };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function floorOf(profile: Profile, r: ProfileResult): number {
+  const { imds, auth, ocir } = profile.latency;
+  return median(r.empty.map((x) => x.ms)) + imds + auth + ocir;
+}
+
+function mainTable(results: ProfileResult[]): string {
+  const row = (label: string, pick: (r: ProfileResult) => Run[]) => [
+    `${label} (n=${pick(results[0]).length})`,
+    ...results.flatMap((r) => [
+      spread(stats(pick(r).map((x) => x.ms))),
+      cpu(pick(r)),
+      rss(pick(r)),
+    ]),
+  ];
+  const profileCells = (f: (p: Profile, r: ProfileResult) => string) =>
+    results.flatMap((r, k) => [f(PROFILES[k], r), "", ""]);
+  return table(
+    [
+      "run",
+      ...PROFILES.flatMap((p) => [`${p.name}: ms, median (IQR)`, "CPU ms", "peak RSS"]),
+    ],
+    [
+      row("empty Deno program", (r) => r.empty),
+      [
+        "**floor** = empty start + IMDS + auth + OCIR round trips",
+        ...profileCells((p, r) =>
+          `**${ms(floorOf(p, r))}** (= ${ms(median(r.empty.map((x) => x.ms)))} + ${
+            p.latency.imds + p.latency.auth + p.latency.ocir
+          })`
+        ),
+      ],
+      row("**cold**: empty cache", (r) => r.cold),
+      row("cold, security token cached", (r) => r.coldSession),
+      row("**warm**: cached docker token, cache dir from env", (r) => r.warmEnv),
+      row("warm, `--cache-dir DIR` argument", (r) => r.warmArg),
+      row("**official SDK** (oci-common), cold", (r) => r.sdk),
+    ],
+  );
+}
+
+function stormTable(results: ProfileResult[]): string {
+  const rows = results.flatMap((r, k) =>
+    STORM_SIZES.map((n) => {
+      const rounds = r.storms.get(n)!;
+      const walls = stats(rounds.map((s) => s.wallMs));
+      const each = stats(rounds.flatMap((s) => s.runs.map((x) => x.ms)));
+      const total = (f: (x: Run) => number) =>
+        median(rounds.map((s) => s.runs.reduce((sum, x) => sum + f(x), 0)));
+      // All processes' CPU time spread over every CPU: the least wall time the storm can take.
+      const cpuSeconds = total((x) => x.cpuMs!) / 1000;
+      return [
+        `${PROFILES[k].name}, ${n} at once`,
+        `${ms(walls.median)} (${ms(walls.min)}–${ms(walls.max)})`,
+        `${ms(each.median)} / ${ms(each.max)}`,
+        rounds.map(({ counts: c }) => `${c.federations} / ${c.dockerTokens} / ${c.imds}`)
+          .join(", "),
+        hasGnuTime
+          ? `${cpuSeconds.toFixed(2)} s (≥ ${
+            ms(cpuSeconds * 1000 / navigator.hardwareConcurrency)
+          } ms wall)`
+          : "n/a",
+        rss(rounds.flatMap((s) => s.runs)),
+        hasGnuTime ? mib(total((x) => x.rssKb!)) : "n/a",
+      ];
+    })
+  );
+  return table(
+    [
+      "storm (one empty cache)",
+      "wall ms: median (min–max) of rounds",
+      "one process ms: median / slowest",
+      "federations / docker tokens / IMDS answers, per round",
+      "CPU, all processes (÷ CPUs)",
+      "peak RSS per process",
+      "sum of peak RSS",
+    ],
+    rows,
+  );
+}
+
+const medianMs = (runs: Run[]) => median(runs.map((x) => x.ms));
+
+/** A target of issue 6: a ratio and the limit it should stay under. */
+interface Target {
+  label: string;
+  limit: number;
+  /** True for "less than", false for "at most". */
+  strict: boolean;
+  value(profile: Profile, r: ProfileResult): number;
+}
+
+const TARGETS: Target[] = [
+  {
+    label: "cold / official SDK",
+    limit: 0.6,
+    strict: false,
+    value: (_, r) => medianMs(r.cold) / medianMs(r.sdk),
+  },
+  {
+    label: "cold / floor",
+    limit: 1.3,
+    strict: false,
+    value: (p, r) => medianMs(r.cold) / floorOf(p, r),
+  },
+  {
+    label: "warm / empty Deno start",
+    limit: 1.5,
+    strict: false,
+    value: (_, r) => medianMs(r.warmEnv) / medianMs(r.empty),
+  },
+  {
+    label: "64 at once: wall / one cold",
+    limit: 2,
+    strict: true,
+    value: (_, r) => median(r.storms.get(64)!.map((s) => s.wallMs)) / medianMs(r.cold),
+  },
+];
+
+function ratioTable(results: ProfileResult[]): string {
+  const verdict = (t: Target, v: number) =>
+    (t.strict ? v < t.limit : v <= t.limit)
+      ? "met"
+      : `missed by ${((v / t.limit - 1) * 100).toFixed(0)}%`;
+  const rows = TARGETS.map((t) => [
+    t.label,
+    ...results.flatMap((r, k) => {
+      const v = t.value(PROFILES[k], r);
+      return [v.toFixed(2), verdict(t, v)];
+    }),
+    `${t.strict ? "<" : "≤"} ${t.limit}`,
+  ]);
+  rows.push([
+    "64 at once: federations per round",
+    ...results.flatMap((r) => {
+      const f = r.storms.get(64)!.map((s) => s.counts.federations);
+      return [f.join(", "), f.every((x) => x === 1) ? "met" : "missed"];
+    }),
+    "1",
+  ], [
+    "warm with `--cache-dir` argument − warm with env, ms",
+    ...results.flatMap((r) => [ms(medianMs(r.warmArg) - medianMs(r.warmEnv)), ""]),
+    "",
+  ]);
+  return table(["ratio", ...PROFILES.flatMap((p) => [p.name, "verdict"]), "target"], rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+
+const started = performance.now();
+const answeredAt = new Map<RequestLogEntry, number>();
+const cpuModel = (await Deno.readTextFile("/proc/cpuinfo").catch(() => ""))
+  .match(/^model name\s*:\s*(.*)$/m)?.[1] ?? "unknown CPU";
+const memory = Deno.systemMemoryInfo();
+const loadBefore = Deno.loadavg();
+
+// One emulator serves every profile: only its injected latencies change. Its leaf certificate
+// has one RDN per OU because oci-common cannot read the multi-valued RDN that real ones have
+// (PROTOCOL.md §6); the plugin reads both. The emulator runs in this process, on the same CPUs.
+const emu = await startEmulator({
+  multiValuedRdn: false,
+  extraRegions: [{ regionId: "eu-frankfurt-1" }],
+  // When each request was answered: its time in the emulator is then known (latency + work).
+  onRequest: (entry) => answeredAt.set(entry, Date.now()),
+});
+const out: string[] = [];
+const say = (line = "") => {
+  out.push(line);
+  console.log(line);
+};
+try {
+  say(`## Machine`);
+  say();
+  say(
+    `${navigator.hardwareConcurrency} CPUs (${cpuModel}), ${
+      (memory.total / 2 ** 30).toFixed(1)
+    } GiB RAM, ${Deno.build.os} ${Deno.osRelease()}, Deno ${Deno.version.deno} (V8 ${Deno.version.v8}); ` +
+      `peak RSS ${hasGnuTime ? "from GNU time" : "not measured (install the `time` package)"}; ` +
+      `load average before: ${loadBefore.map((l) => l.toFixed(2)).join(" ")}`,
+  );
+  say();
+  emu.latency(PROFILES[0].latency);
+  // Not measured: on a fresh clone these fill Deno's module and npm caches.
+  await empty(emu);
+  await sdk(emu, PROFILES[0].host);
+  await plugin(emu, PROFILES[0].host, `${tmp}/first`);
+  say(`## Where a cold invocation's time goes (profile ${PROFILES[0].name})`);
+  say();
+  say(await coldSteps(emu, PROFILES[0]));
+  say();
+  say(`What one cold run of each puts on the wire (same profile):`);
+  say();
+  say(await timeline(emu, PROFILES[0]));
+  say();
+  say(`What a new HTTPS connection costs a fresh process (same profile):`);
+  say();
+  say(await connectionCost(emu));
+  say();
+  say(`## Import cost of each module on the warm path`);
+  say();
+  say(await importCosts(emu));
+  say();
+  const results: ProfileResult[] = [];
+  for (const profile of PROFILES) {
+    console.error(`measuring profile ${profile.name}…`);
+    results.push(await measureProfile(emu, profile));
+  }
+  say(`## Invocations`);
+  say();
+  say(
+    PROFILES.map((p) =>
+      `${p.name}: IMDS ${p.latency.imds} ms, auth ${p.latency.auth} ms, OCIR ${p.latency.ocir} ms (${p.host})`
+    ).join("; "),
+  );
+  say();
+  say(mainTable(results));
+  say();
+  say(stormTable(results));
+  say();
+  say(ratioTable(results));
+  say();
+  say(
+    `Bench took ${((performance.now() - started) / 1000).toFixed(0)} s; load average after: ${
+      Deno.loadavg().map((l) => l.toFixed(2)).join(" ")
+    }.`,
+  );
+} finally {
+  await emu.close();
+  await Deno.remove(tmp, { recursive: true });
+}

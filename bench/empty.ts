@@ -1,0 +1,1 @@
+// An empty program: what the Deno runtime alone costs to start and stop.
