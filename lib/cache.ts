@@ -167,9 +167,14 @@ export async function writeSession(dir: string, session: CachedSession): Promise
   await writeAtomically(`${dir}/session.json`, session);
 }
 
+async function removeMatching(dir: string, pattern: RegExp): Promise<void> {
+  for await (const entry of Deno.readDir(dir)) {
+    if (pattern.test(entry.name)) await Deno.remove(`${dir}/${entry.name}`).catch(() => {});
+  }
+}
+
 /**
  * Removes every cached token: the instance certificate or tenancy they were made with is gone.
- * Also sweeps temp files left by processes killed mid-write.
  *
  * @example
  * ```ts
@@ -177,11 +182,20 @@ export async function writeSession(dir: string, session: CachedSession): Promise
  * ```
  */
 export async function clearTokens(dir: string): Promise<void> {
-  for await (const entry of Deno.readDir(dir)) {
-    if (/^(docker-.*\.json|session\.json|.*\.tmp)$/.test(entry.name)) {
-      await Deno.remove(`${dir}/${entry.name}`).catch(() => {});
-    }
-  }
+  await removeMatching(dir, /^(docker-.*|session)\.json$/);
+}
+
+/**
+ * Removes temp files left by writers killed mid-write. Call it holding the lock: every writer
+ * holds it, so a temp file seen then belongs to a dead process.
+ *
+ * @example
+ * ```ts
+ * await removeTempFiles(dir);
+ * ```
+ */
+export async function removeTempFiles(dir: string): Promise<void> {
+  await removeMatching(dir, /\.tmp$/);
 }
 
 /**

@@ -17,6 +17,7 @@ import {
   readDockerToken,
   readSession,
   refreshTime,
+  removeTempFiles,
   writeDockerToken,
   writeSession,
 } from "./cache.ts";
@@ -82,9 +83,14 @@ async function usableCacheDir(settings: Settings): Promise<string | undefined> {
     await prepareCacheDir(settings.cacheDir);
     return settings.cacheDir;
   } catch (e) {
+    // The released binary may write only where scripts/build.ts allows; Deno's own message would
+    // advise a flag that a compiled binary cannot take.
+    const why = e instanceof Deno.errors.NotCapable
+      ? "it is outside the paths this binary may write (/var/lib/oke-credential-provider, /tmp); use the default --cache-dir or mount storage there"
+      : describe(e);
     settings.log.warn(
       "cache",
-      `cannot use cache directory ${settings.cacheDir} (${describe(e)}); answering without caching`,
+      `cannot use cache directory ${settings.cacheDir} (${why}); answering without caching`,
     );
     return undefined;
   }
@@ -152,6 +158,7 @@ export async function obtainDockerToken(
     });
   }
   try {
+    if (dir) await removeTempFiles(dir);
     const cached = dir ? await readDockerToken(dir, registry.host) : undefined;
     if (cached) {
       log.debug("cache", "another invocation cached a token meanwhile", registry.host);

@@ -44,6 +44,8 @@ async function get(
     log: options.log,
     retryOn,
     attemptTimeoutMs: 5_000,
+    // IMDS rate-limits bursts (429); OCI's Go SDK makes 8 tries, and the deadline bounds them all.
+    attempts: 8,
     hint: (status) => status === 404 || status === 429 ? undefined : PROXY_HINT,
   });
 }

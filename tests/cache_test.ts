@@ -8,6 +8,7 @@ import {
   readDockerToken,
   readSession,
   refreshTime,
+  removeTempFiles,
   writeDockerToken,
   writeSession,
 } from "../lib/cache.ts";
@@ -80,7 +81,7 @@ Deno.test("stale, foreign, corrupt or torn entries read as absent", async () => 
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("sessions round-trip and clearTokens drops tokens and stray temp files only", async () => {
+Deno.test("sessions round-trip; clearTokens drops tokens, removeTempFiles stray temp files", async () => {
   const dir = await Deno.makeTempDir();
   const session = {
     token: "st",
@@ -95,8 +96,11 @@ Deno.test("sessions round-trip and clearTokens drops tokens and stray temp files
   await writeDockerToken(dir, entry("iad.ocir.io"));
   await Deno.writeTextFile(`${dir}/docker-x.json.123.abc.tmp`, "{");
   await Deno.writeTextFile(`${dir}/lock`, "");
+  const names = () => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
   await clearTokens(dir);
-  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), ["lock"]);
+  assert.deepEqual(names(), ["docker-x.json.123.abc.tmp", "lock"]);
+  await removeTempFiles(dir);
+  assert.deepEqual(names(), ["lock"]);
   await Deno.remove(dir, { recursive: true });
 });
 

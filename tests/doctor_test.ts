@@ -55,7 +55,7 @@ test("doctor names an unreachable IMDS and skips what depends on it", async () =
   const run = await doctor();
   assert.equal(run.code, 1);
   assert.match(run.lines[0], /^✗ IMDS +IMDS 127\.0\.0\.1:\d+: HTTP 403/);
-  assert.match(run.lines[1], /^  fix: .*NO_PROXY/);
+  assert.match(run.lines[1], /^ {2}fix: .*NO_PROXY/);
   assert.ok(run.lines.slice(2).every((l) => l.startsWith("- ")), run.stdout);
 });
 
@@ -70,7 +70,7 @@ test("doctor measures clock skew when the auth service refuses the signature", a
   );
   assert.match(
     run.lines[failed + 1],
-    /^  fix: this node's clock is behind by (899|900|901) s \(the auth service allows 300\)/,
+    /^ {2}fix: this node's clock is behind by (899|900|901) s \(the auth service allows 300\)/,
   );
 });
 

@@ -425,7 +425,9 @@ function retried(service: "imds" | "auth" | "ocir", step: string, failures: numb
     assert.match(
       run.stderr,
       new RegExp(
-        `level=info step=${step} host=\\S+ msg=".*; retrying in \\d+ ms \\(attempt 2 of 5\\)"`,
+        `level=info step=${step} host=\\S+ msg=".*; retrying in \\d+ ms \\(attempt 2 of ${
+          service === "imds" ? 8 : 5
+        }\\)"`,
       ),
     );
   };

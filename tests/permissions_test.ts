@@ -62,7 +62,7 @@ Deno.test({
             assert.match(
               lines[0],
               new RegExp(
-                `^oke-credential-provider level=warn step=cache msg="cannot use cache directory ${dir} \\(NotCapable: .*\\); answering without caching"$`,
+                `^oke-credential-provider level=warn step=cache msg="cannot use cache directory ${dir} \\(it is outside the paths this binary may write \\(/var/lib/oke-credential-provider, /tmp\\); use the default --cache-dir or mount storage there\\); answering without caching"$`,
               ),
             );
             assert.equal(emu.counters.federations, federations + 1, `nothing cached (${attempt})`);
