@@ -13,7 +13,7 @@ import { readDockerToken } from "./lib/cache.ts";
 import type { Step } from "./lib/errors.ts";
 import { deadline, deadlineError } from "./lib/http.ts";
 import { ocirHost, parseImage } from "./lib/image.ts";
-import { formatResponse, parseRequest, readRequest } from "./lib/kubelet.ts";
+import { formatResponse, readRequest } from "./lib/kubelet.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
 import { type Options, parseOptions, USAGE } from "./lib/options.ts";
 import { VERSION } from "./lib/version.ts";
@@ -24,8 +24,13 @@ async function print(text: string): Promise<void> {
 }
 
 /** Answers kubelet's request. */
-async function provide(options: Options, log: Logger, progress: { step: Step }): Promise<void> {
-  const request = parseRequest(await readRequest(Deno.stdin.readable));
+async function provide(
+  options: Options,
+  log: Logger,
+  progress: { step: Step },
+  armWatchdog: () => void,
+): Promise<void> {
+  const request = await readRequest(Deno.stdin, armWatchdog);
   progress.step = "image";
   const image = parseImage(request.image);
   const registry = ocirHost(image.registry);
@@ -37,8 +42,11 @@ async function provide(options: Options, log: Logger, progress: { step: Step }):
     return await print(formatResponse(request.apiVersion, null, 0));
   }
   progress.step = "cache";
-  const entry = await readDockerToken(options.cacheDir, registry.host) ??
-    await (await import("./lib/credentials.ts")).obtainDockerToken(registry, {
+  let entry = await readDockerToken(options.cacheDir, registry.host);
+  if (!entry) {
+    armWatchdog();
+    const { obtainDockerToken } = await import("./lib/credentials.ts");
+    entry = await obtainDockerToken(registry, {
       cacheDir: options.cacheDir,
       imdsBaseUrl: options.imdsBaseUrl,
       federationEndpoint: options.federationEndpoint,
@@ -46,6 +54,7 @@ async function provide(options: Options, log: Logger, progress: { step: Step }):
       log,
       checkPull: options.checkPull ? image : undefined,
     });
+  }
   const seconds = entry.refreshAt - Date.now() / 1000;
   await print(
     formatResponse(request.apiVersion, { host: image.registry, password: entry.token }, seconds),
@@ -60,17 +69,24 @@ async function main(): Promise<number> {
     log = createLogger(options.logLevel);
     if (options.command === "help") return await print(USAGE), 0;
     if (options.command === "version") return await print(`oke-credential-provider ${VERSION}`), 0;
-    // A last guard for what no request timeout covers (a stdin that never closes): one line, exit 1.
-    const watchdog = setTimeout(() => {
-      log.failure(deadlineError(progress.step));
-      Deno.exit(1);
-    }, options.timeoutSeconds * 1000 + 1000);
-    Deno.unrefTimer(watchdog);
+    // A last guard for what no request timeout covers (a stdin that never closes): one line,
+    // exit 1. Armed only off the warm path: a Deno process's first timer costs ~5 ms.
+    let armed = false;
+    const armWatchdog = () => {
+      if (armed) return;
+      armed = true;
+      const ms = options.timeoutSeconds * 1000 + 1000 - performance.now();
+      Deno.unrefTimer(setTimeout(() => {
+        log.failure(deadlineError(progress.step));
+        Deno.exit(1);
+      }, Math.max(0, ms)));
+    };
     if (options.command === "doctor") {
+      armWatchdog();
       return await (await import("./lib/doctor.ts")).doctor(options, log);
     }
     progress.step = "request";
-    await provide(options, log, progress);
+    await provide(options, log, progress, armWatchdog);
     return 0;
   } catch (e) {
     log.failure(e);

@@ -9,7 +9,20 @@ import {
 } from "../lib/kubelet.ts";
 import { PluginError } from "../lib/errors.ts";
 
-const streamOf = (...chunks: Uint8Array[]) => ReadableStream.from(chunks);
+/** A reader handing out `chunks` in pieces no larger than the caller's buffer, then the end. */
+function readerOf(...chunks: Uint8Array[]) {
+  const queue = [...chunks];
+  return {
+    read(buffer: Uint8Array): Promise<number | null> {
+      const chunk = queue.shift();
+      if (chunk === undefined) return Promise.resolve(null);
+      const n = Math.min(chunk.length, buffer.length);
+      buffer.set(chunk.subarray(0, n));
+      if (n < chunk.length) queue.unshift(chunk.subarray(n));
+      return Promise.resolve(n);
+    },
+  };
+}
 const request = (fields: Record<string, unknown>) =>
   JSON.stringify({
     apiVersion: API_VERSIONS[0],
@@ -66,18 +79,39 @@ Deno.test("parseRequest does not quote unparsable input, which may hold a token"
   );
 });
 
-Deno.test("readRequest joins chunks and refuses more than 1 MiB", async () => {
+Deno.test("readRequest stops at a whole request, waits (and says so) for the rest, refuses more than 1 MiB", async () => {
   const enc = new TextEncoder();
-  assert.equal(await readRequest(streamOf(enc.encode("ab"), enc.encode("cd"))), "abcd");
+  const whole = request({});
+  let waited = 0;
+  const onWaiting = () => waited++;
+  // Kubelet's way: all at once, and stdin never needs to reach its end.
+  const open = readerOf(enc.encode(whole));
   assert.equal(
-    (await readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES)))).length,
-    MAX_REQUEST_BYTES,
+    (await readRequest({
+      read: (b) => open.read(b).then((n) => n ?? new Promise(() => {})),
+    }, onWaiting)).image,
+    "iad.ocir.io/ns/a:1",
   );
+  assert.equal(waited, 0, "nothing to wait for: no timer is armed");
+  // Split anywhere: waits once for the rest.
+  for (const at of [1, 20, whole.length - 1]) {
+    waited = 0;
+    const parsed = await readRequest(
+      readerOf(enc.encode(whole.slice(0, at)), enc.encode(whole.slice(at))),
+      onWaiting,
+    );
+    assert.equal(parsed.image, "iad.ocir.io/ns/a:1");
+    assert.equal(waited, 1);
+  }
+  await assert.rejects(readRequest(readerOf()), /stdin is empty/);
+  await assert.rejects(readRequest(readerOf(enc.encode('{"kind":'))), /stdin is not JSON/);
+  await assert.rejects(readRequest(readerOf(new Uint8Array([0xff, 0xfe]))), /not UTF-8/);
+  const spaces = new Uint8Array(MAX_REQUEST_BYTES).fill(0x20);
+  await assert.rejects(readRequest(readerOf(spaces)), /stdin is empty/, "exactly 1 MiB is read");
   await assert.rejects(
-    readRequest(streamOf(new Uint8Array(MAX_REQUEST_BYTES), new Uint8Array(1))),
+    readRequest(readerOf(spaces, new Uint8Array([0x20]))),
     /larger than 1048576 bytes/,
   );
-  await assert.rejects(readRequest(streamOf(new Uint8Array([0xff, 0xfe]))), /not UTF-8/);
 });
 
 Deno.test("goDuration formats as Go's time.Duration.String", () => {
