@@ -32,6 +32,8 @@ export const CACHE_DIR = "/var/lib/oke-credential-provider";
  */
 export const ALLOWED_ENV = [
   "OKE_CREDENTIAL_PROVIDER_CACHE_DIR",
+  "OKE_CREDENTIAL_PROVIDER_CHECK_PULL",
+  "OKE_CREDENTIAL_PROVIDER_LOG_LEVEL",
   "OCI_METADATA_BASE_URL",
   "OCI_SDK_AUTH_CLIENT_REGION_URL",
 ] as const;

@@ -38,6 +38,32 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
   assert.equal((await parseOptions(["--check-pull"], env)).checkPull, true);
 });
 
+Deno.test("parseOptions takes the log level and --check-pull from kubelet's `env` too", async () => {
+  const env = (values: Record<string, string>) => (name: string) => values[name];
+  const fromEnv = await parseOptions(
+    [],
+    env({
+      OKE_CREDENTIAL_PROVIDER_LOG_LEVEL: "debug",
+      OKE_CREDENTIAL_PROVIDER_CHECK_PULL: "true",
+    }),
+  );
+  assert.equal(fromEnv.logLevel, "debug");
+  assert.equal(fromEnv.checkPull, true);
+  assert.equal(
+    (await parseOptions([], env({ OKE_CREDENTIAL_PROVIDER_CHECK_PULL: "1" }))).checkPull,
+    false,
+  );
+  const flagWins = await parseOptions(
+    ["--log-level", "error"],
+    env({ OKE_CREDENTIAL_PROVIDER_LOG_LEVEL: "debug" }),
+  );
+  assert.equal(flagWins.logLevel, "error");
+  await assert.rejects(
+    parseOptions([], env({ OKE_CREDENTIAL_PROVIDER_LOG_LEVEL: "loud" })),
+    /arguments: OKE_CREDENTIAL_PROVIDER_LOG_LEVEL "loud" is not one of error, warn, info, debug/,
+  );
+});
+
 Deno.test("parseOptions knows the commands", async () => {
   assert.equal((await parseOptions(["--help"], noEnv)).command, "help");
   assert.equal((await parseOptions(["--version"], noEnv)).command, "version");
