@@ -341,7 +341,7 @@ Deno.test("permissions: --allow-env covers every variable lib/ and mod.ts read",
   assert.deepEqual(unscannable, [], "read environment variables by literal name");
 });
 
-Deno.test("release: the workflow publishes exactly the release assets the install notes name", async () => {
+Deno.test("release: the workflow publishes exactly the release assets the README names", async () => {
   const workflow = parse(await Deno.readTextFile(`${ROOT}.github/workflows/release.yml`));
   const steps = workflow.jobs.release.steps as { name?: string; run?: string }[];
   assert.ok(steps.some((s) => s.run?.includes("deno task test")), "tests run before a release");
@@ -349,6 +349,6 @@ Deno.test("release: the workflow publishes exactly the release assets the instal
   const publish = steps.find((s) => s.name === "Publish")!.run!;
   const published = [...publish.matchAll(/dist\/(\S+)/g)].map((m) => m[1]);
   assert.deepEqual(published, [...RELEASE_ASSETS]);
-  const notes = await Deno.readTextFile(`${ROOT}docs/install-notes.md`);
+  const notes = await Deno.readTextFile(`${ROOT}README.md`);
   for (const asset of RELEASE_ASSETS) assert.ok(notes.includes(`\`${asset}\``), asset);
 });

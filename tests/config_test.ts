@@ -288,7 +288,7 @@ Deno.test("glob: Go path.Match per label, equal label counts, ports and path pre
 
 Deno.test("iam: Terraform and the documented oci commands grant the same thing", () => {
   const tf = Deno.readTextFileSync(new URL("../config/iam.tf", import.meta.url));
-  const notes = Deno.readTextFileSync(new URL("../docs/install-notes.md", import.meta.url));
+  const notes = Deno.readTextFileSync(new URL("../README.md", import.meta.url));
   assert.match(tf, /resource "oci_identity_dynamic_group"/);
   assert.match(tf, /resource "oci_identity_policy"/);
   assert.match(
