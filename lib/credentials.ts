@@ -165,7 +165,8 @@ export async function obtainDockerToken(
       return cached;
     }
     let saved = dir ? await readSession(dir) : undefined;
-    // Key generation (~300 ms of CPU) overlaps the IMDS round trips, and happens only when needed.
+    // Key generation (150–300 ms of CPU, on a worker thread) starts before the IMDS round trips so
+    // that they overlap, and only when no session is cached; BENCHMARKS.md shows what remains.
     let sessionKey = saved ? undefined : generateSessionKey();
     const identity = await instanceIdentity(
       await fetchInstanceDocuments({ baseUrl: settings.imdsBaseUrl, deadline, log }),
