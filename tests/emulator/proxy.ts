@@ -28,9 +28,6 @@ export class Relay {
       close(client);
       return;
     }
-    // Nagle's algorithm on a relay holds small TLS records back for a delayed ACK (~40 ms a
-    // round trip): latency no real OCI endpoint has, so it would distort every timing.
-    for (const conn of [client, upstream]) (conn as Deno.TcpConn).setNoDelay(true);
     const key = (upstream.localAddr as Deno.NetAddr).port;
     this.#byLocalPort.set(key, [client, upstream]);
     // When either direction ends, the exchange is over: HTTP clients never half-close usefully.
