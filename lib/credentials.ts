@@ -28,7 +28,7 @@ import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import type { ImageReference, OcirHost } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
-import { fetchDockerToken, policyHint } from "./ocir.ts";
+import { type DockerToken, fetchDockerToken, policyHint } from "./ocir.ts";
 import { checkPull } from "./registry.ts";
 
 /** Where the plugin finds things, from flags and environment. */
@@ -136,6 +136,37 @@ async function store(settings: Settings, what: string, write: () => Promise<void
   }
 }
 
+/** Federates with a new session key and caches the session. */
+async function newSession(
+  identity: InstanceIdentity,
+  sessionKey: Promise<CryptoKeyPair>,
+  dir: string | undefined,
+  settings: Settings,
+): Promise<Session> {
+  const { deadline, log } = settings;
+  const keys = await sessionKey;
+  const url = federationUrl(identity.region, settings.federationEndpoint);
+  const st = await federate(identity, keys, { url, deadline, log });
+  log.info(
+    "federation",
+    `security token valid until ${new Date(st.expiresAt * 1000).toISOString()}`,
+    url.host,
+  );
+  if (dir) {
+    const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
+    await store(settings, "security token", () =>
+      writeSession(dir, {
+        token: st.token,
+        refreshAt: refreshTime(st.issuedAt, st.expiresAt),
+        expiresAt: st.expiresAt,
+        fingerprint: identity.fingerprint,
+        tenancy: identity.tenancy,
+        privateKey: pkcs8.toBase64(),
+      }));
+  }
+  return { token: st.token, privateKey: keys.privateKey };
+}
+
 /**
  * Obtains a docker token for an OCIR host: cached by another process meanwhile, or made now.
  *
@@ -181,39 +212,32 @@ export async function obtainDockerToken(
       saved = undefined;
       sessionKey = generateSessionKey();
     }
-    let session: Session;
-    if (saved) {
-      log.debug("cache", "reusing the cached security token");
-      session = await restoreSession(saved);
-    } else {
-      const keys = await sessionKey!;
-      const url = federationUrl(identity.region, settings.federationEndpoint);
-      const st = await federate(identity, keys, { url, deadline, log });
+    if (saved) log.debug("cache", "reusing the cached security token");
+    let session = saved
+      ? await restoreSession(saved)
+      : await newSession(identity, sessionKey!, dir, settings);
+    const ask = (s: Session) =>
+      fetchDockerToken(registry.host, {
+        securityToken: s.token,
+        sessionKey: s.privateKey,
+        deadline,
+        log,
+      });
+    let docker: DockerToken;
+    try {
+      docker = await ask(session);
+    } catch (e) {
+      // A cached security token can be refused before its expiry (revoked, the auth service's
+      // keys rotated): one fresh federation tells a dead token from a missing policy.
+      if (!saved || !(e instanceof PluginError && e.status === 401)) throw e;
       log.info(
-        "federation",
-        `security token valid until ${new Date(st.expiresAt * 1000).toISOString()}`,
-        url.host,
+        "OCIR token",
+        "the cached security token was refused: federating again",
+        registry.host,
       );
-      session = { token: st.token, privateKey: keys.privateKey };
-      if (dir) {
-        const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
-        await store(settings, "security token", () =>
-          writeSession(dir, {
-            token: st.token,
-            refreshAt: refreshTime(st.issuedAt, st.expiresAt),
-            expiresAt: st.expiresAt,
-            fingerprint: identity.fingerprint,
-            tenancy: identity.tenancy,
-            privateKey: pkcs8.toBase64(),
-          }));
-      }
+      session = await newSession(identity, generateSessionKey(), dir, settings);
+      docker = await ask(session);
     }
-    const docker = await fetchDockerToken(registry.host, {
-      securityToken: session.token,
-      sessionKey: session.privateKey,
-      deadline,
-      log,
-    });
     const entry: CachedDockerToken = {
       host: registry.host,
       token: docker.token,

@@ -371,3 +371,31 @@ test("processes started together for one registry all succeed, and only one fede
     assert.equal(emu.counters.dockerTokens, 1);
   });
 });
+
+test("a cached security token that OCIR refuses is replaced once by a fresh federation", async () => {
+  await withEmulator({}, async (emu, cacheDir) => {
+    const image = `iad.ocir.io/${emu.namespace}/app:1`;
+    credentialsFor(await provide(emu, cacheDir, image), "iad.ocir.io");
+    await Deno.remove(`${cacheDir}/docker-iad.ocir.io.json`); // the session stays cached
+    const tokenRequests = () =>
+      emu.requests.filter((r) => r.service === "ocir" && r.path === "/20180419/docker/token");
+
+    emu.fault("ocir:/docker/token", { status: [401] });
+    credentialsFor(await provide(emu, cacheDir, image), "iad.ocir.io");
+    assert.equal(emu.counters.federations, 2);
+    assert.deepEqual(tokenRequests().slice(-2).map((r) => r.status), [401, 200]);
+
+    // Refused again with the fresh token: that is the policy, said once, and no third federation.
+    await Deno.remove(`${cacheDir}/docker-iad.ocir.io.json`);
+    emu.fault("ocir:/docker/token", { status: [401, 401] });
+    const refused = await provide(emu, cacheDir, image);
+    assert.equal(refused.code, 1);
+    assert.equal(refused.stdout, "");
+    assert.match(
+      refused.stderr,
+      /^oke-credential-provider level=error step=OCIR-token host=iad\.ocir\.io msg="HTTP 401.*dynamic group/,
+    );
+    assert.equal(emu.counters.federations, 3);
+    assert.deepEqual(tokenRequests().slice(-2).map((r) => r.status), [401, 401]);
+  });
+});
