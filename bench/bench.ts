@@ -182,14 +182,20 @@ async function plugin(
   return run;
 }
 
-/** The official SDK doing the same job (bench/sdk_path.ts). */
+/** The official SDK doing the same job, as a user would write it (tests/emulator/sdk_probe.ts). */
 async function sdk(emu: Emulator, host: string): Promise<Run> {
   const auth = emu.hosts.find((h) => h.startsWith("auth.us-ashburn-1."));
   const run = await spawn(
-    ["run", "-A", `${BENCH}sdk_path.ts`, `https://${auth}`, host],
+    [
+      "run",
+      "-A",
+      new URL("../tests/emulator/sdk_probe.ts", import.meta.url).pathname,
+      `https://${auth}`,
+      host,
+    ],
     childEnv(emu),
   );
-  if (run.code !== 0 || !run.stdout.includes('"token"')) fail("SDK path", run);
+  if (run.code !== 0 || !run.stdout.startsWith('{"status":200,')) fail("SDK path", run);
   return run;
 }
 
