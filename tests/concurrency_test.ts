@@ -6,15 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { readDockerToken, readSession } from "../lib/cache.ts";
-import {
-  type Bench,
-  LOG_LINE,
-  type Run,
-  startBench,
-  startPlugin,
-  waitForRequest,
-} from "./fault_scenarios.ts";
-import { kubeletRequest } from "./plugin_process.ts";
+import { type Bench, LOG_LINE, startBench, waitForRequest } from "./fault_scenarios.ts";
+import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
 
 /** Starts the plugin for `image` on the bench's emulator with this cache directory. */
 const plugin = (bench: Bench, dir: string, image: string, timeout = 40) =>

@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { ALLOWED_PATHS, PERMISSION_FLAGS } from "../scripts/build.ts";
-import { appImage, LOG_LINE, type Run, startBench, startPlugin } from "./fault_scenarios.ts";
-import { kubeletRequest } from "./plugin_process.ts";
+import { appImage, LOG_LINE, startBench } from "./fault_scenarios.ts";
+import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
 
 Deno.test({
   name: "least privilege: the release binary's permissions suffice, and a forbidden cache is said",

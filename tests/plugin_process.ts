@@ -15,6 +15,8 @@ export function kubeletRequest(image: string, apiVersion: string = API_VERSIONS[
 /** What one plugin run did. */
 export interface PluginRun {
   code: number;
+  /** Set when the test's safety net had to kill the process. */
+  signal: Deno.Signal | null;
   stdout: string;
   stderr: string;
   /** The parsed response, when stdout holds one. */
@@ -27,49 +29,88 @@ export interface PluginRun {
   };
 }
 
-/** How to run the plugin. */
-export interface RunOptions {
+/** How to start the plugin. */
+export interface StartOptions {
   stdin: string | Uint8Array;
-  env?: Record<string, string>;
+  /** Added to the clean environment; an undefined value removes the variable. */
+  env?: Record<string, string | undefined>;
   args?: string[];
-  /** Kills the process after this many ms (a safety net for tests; the plugin has its own deadline). */
+  /** Deno's permission flags; `-A` unless a test narrows them. */
+  permissions?: readonly string[];
+  /** The safety net: the process is killed after this long (a hang shows as `signal`). */
   killAfterMs?: number;
 }
 
+/** A running plugin process. */
+export interface Started {
+  child: Deno.ChildProcess;
+  done: Promise<PluginRun>;
+}
+
 /**
- * Runs the plugin once. Only PATH, HOME and DENO_DIR come from the test's own environment, so
- * that nothing on the developer's machine (a proxy, say) changes what the plugin does.
+ * Starts the plugin as kubelet does (request on stdin, clean environment), without waiting, so
+ * that a test can kill it. Only PATH, HOME and DENO_DIR come from the test's own environment.
  */
-export async function runPlugin(options: RunOptions): Promise<PluginRun> {
-  const inherited = Object.fromEntries(
-    ["PATH", "HOME", "DENO_DIR"].flatMap((name) => {
-      const value = Deno.env.get(name);
-      return value === undefined ? [] : [[name, value]];
-    }),
-  );
+export function startPlugin(options: StartOptions): Started {
+  const env: Record<string, string> = { DENO_NO_UPDATE_CHECK: "1" };
+  for (const name of ["PATH", "HOME", "DENO_DIR"]) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  for (const [name, value] of Object.entries(options.env ?? {})) {
+    if (value === undefined) delete env[name];
+    else env[name] = value;
+  }
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MOD, ...(options.args ?? [])],
+    args: ["run", ...(options.permissions ?? ["-A"]), "--quiet", MOD, ...(options.args ?? [])],
     clearEnv: true,
-    env: { ...inherited, DENO_NO_UPDATE_CHECK: "1", ...options.env },
+    env,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), options.killAfterMs ?? 120_000);
-  const writer = child.stdin.getWriter();
-  await writer.write(
-    typeof options.stdin === "string" ? new TextEncoder().encode(options.stdin) : options.stdin,
-  )
-    .catch(() => {}); // the plugin may stop reading early (oversized input)
-  await writer.close().catch(() => {});
-  const out = await child.output();
-  clearTimeout(timer);
-  const stdout = new TextDecoder().decode(out.stdout);
-  let response;
-  try {
-    response = stdout ? JSON.parse(stdout) : undefined;
-  } catch {
-    response = undefined;
-  }
-  return { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr), response };
+  const done = (async () => {
+    const timer = setTimeout(() => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+    }, options.killAfterMs ?? 60_000);
+    const writer = child.stdin.getWriter();
+    const bytes = typeof options.stdin === "string"
+      ? new TextEncoder().encode(options.stdin)
+      : options.stdin;
+    await writer.write(bytes).catch(() => {}); // a killed plugin stops reading
+    await writer.close().catch(() => {});
+    const out = await child.output();
+    clearTimeout(timer);
+    const stdout = new TextDecoder().decode(out.stdout);
+    let response;
+    try {
+      response = stdout ? JSON.parse(stdout) : undefined;
+    } catch {
+      response = undefined;
+    }
+    return {
+      code: out.code,
+      signal: out.signal,
+      stdout,
+      stderr: new TextDecoder().decode(out.stderr),
+      response,
+    };
+  })();
+  return { child, done };
+}
+
+/**
+ * Runs the plugin once and waits for it.
+ *
+ * @example
+ * ```ts
+ * const run = await runPlugin({ stdin: kubeletRequest("iad.ocir.io/ns/app:1"), env: emu.env });
+ * ```
+ */
+export function runPlugin(options: StartOptions): Promise<PluginRun> {
+  return startPlugin(options).done;
 }
