@@ -22,6 +22,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { generateSessionKey } from "../lib/federation.ts";
 import { type Emulator, type RequestLogEntry, startEmulator } from "../tests/emulator/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -304,16 +305,7 @@ type Marks = { marks: [string, number][]; keygenMs: number };
 
 async function coldSteps(emu: Emulator, profile: Profile): Promise<string> {
   // One pre-made key for the "session key made in advance" variant.
-  const pair = await crypto.subtle.generateKey(
-    {
-      name: "RSASSA-PKCS1-v1_5",
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: "SHA-256",
-    },
-    true,
-    ["sign", "verify"],
-  );
+  const pair = await generateSessionKey();
   const keyFile = `${tmp}/session-key.json`;
   await Deno.writeTextFile(
     keyFile,
