@@ -8,6 +8,7 @@ import * as x509 from "@peculiar/x509";
 import { decodeJwt } from "jose";
 import { startEmulator } from "./emulator/mod.ts";
 import { emulatorClient, importPkcs1 } from "./emulator/client.ts";
+import { kubeletRequest, runPlugin } from "./plugin_process.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -343,6 +344,16 @@ Deno.test({
       headers: { authorization: "Bearer Oracle" },
     });
     assert.equal(await res.text(), "phx");
+    // The plugin, given exactly those exports, gets its credentials.
+    const cacheDir = await Deno.makeTempDir();
+    const run = await runPlugin({
+      stdin: kubeletRequest("phx.ocir.io/emutenancy/app:1"),
+      env,
+      args: ["--cache-dir", cacheDir],
+    });
+    await Deno.remove(cacheDir, { recursive: true });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.response?.auth["phx.ocir.io"]?.username, "BEARER_TOKEN");
     child.kill("SIGTERM");
     const [status, stderr] = await Promise.all([
       child.status,
@@ -351,6 +362,28 @@ Deno.test({
     ]);
     assert.equal(status.code, 0);
     assert.match(stderr, /imds {2}GET 127\.0\.0\.1:\d+\/opc\/v2\/instance\/region -> 200/);
+    assert.match(stderr, /ocir {2}GET phx\.ocir\.io\/20180419\/docker\/token -> 200/);
     await assert.rejects(Deno.stat(env.DENO_CERT), "temporary files removed on exit");
+  },
+});
+
+Deno.test({
+  name: "deno task demo runs the plugin cold then warm and shows the wire",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "tests/emulator/demo.ts"],
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, text);
+    assert.match(text, /== run cold \(empty cache\): exit 0, \d+ ms/);
+    assert.match(text, /auth {2}POST auth\.us-ashburn-1\.oraclecloud\.com\/v1\/x509 -> 200/);
+    assert.match(text, /== run warm \(from cache\): exit 0, \d+ ms/);
+    assert.match(text, /on the wire: nothing/);
+    assert.match(text, /"password": "eyJhbG…\(\d+ chars\)"/, "the token is shown redacted");
   },
 });
