@@ -127,10 +127,59 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** A failed try, and whether another is worth it. */
+interface Failure {
+  failure: PluginError;
+  retry: boolean;
+  /** What the server asked to wait (`Retry-After`), in ms. */
+  wait?: number;
+}
+
+/** One try: the response, or why it failed. */
+async function attemptOnce(
+  url: URL,
+  init: RequestInit,
+  options: CallOptions,
+  timeoutMs: number,
+): Promise<Response | Failure> {
+  const { step } = options;
+  const host = url.host;
+  try {
+    const signal = AbortSignal.any([options.deadline.signal, AbortSignal.timeout(timeoutMs)]);
+    const response = await fetch(url, { ...init, signal });
+    if (response.ok || options.accept?.includes(response.status)) return response;
+    const summary = errorSummary(await response.text());
+    return {
+      failure: new PluginError(step, "HTTP_STATUS", `HTTP ${response.status}${summary}`, {
+        host,
+        status: response.status,
+        hint: options.hint?.(response.status),
+      }),
+      retry: options.retryOn.includes(response.status),
+      wait: retryAfterMs(response.headers.get("retry-after")),
+    };
+  } catch (e) {
+    if (expired(options.deadline)) throw deadlineError(step, host);
+    if (e instanceof DOMException && e.name === "TimeoutError") {
+      const reason = `no answer within ${Math.round(timeoutMs / 1000)} s`;
+      return { failure: new PluginError(step, "TIMEOUT", reason, { host, cause: e }), retry: true };
+    }
+    const cause = networkCause(e);
+    // A certificate the node does not trust is refused the same way on every try.
+    const untrusted = UNTRUSTED_CERTIFICATE.test(cause);
+    const failure = new PluginError(step, "NETWORK", `request failed: ${cause}`, {
+      host,
+      cause: e,
+      hint: untrusted ? UNTRUSTED_HINT : undefined,
+    });
+    return { failure, retry: !untrusted };
+  }
+}
+
 /**
- * Sends a request, retrying what is worth retrying, and returns the first 2xx response. A server
- * certificate the node does not trust is never worth it: it fails at once, with a hint.
- * Only IMDS (link-local) is ever called over plain HTTP.
+ * Sends a request, retrying what is worth retrying, and returns the first 2xx response (or one
+ * with a status in `accept`). A server certificate the node does not trust is never worth a
+ * retry: it fails at once, with a hint. Only IMDS (link-local) is ever called over plain HTTP.
  *
  * @example
  * ```ts
@@ -157,53 +206,12 @@ export async function call(
   const attempts = options.attempts ?? 5;
   for (let attempt = 0;; attempt++) {
     if (expired(options.deadline)) throw deadlineError(step, host);
-    const attemptTimeout = Math.min(
-      remaining(options.deadline),
-      options.attemptTimeoutMs ?? 10_000,
-    );
-    let failure: PluginError;
-    let wait = backoff(attempt);
-    try {
-      const init = await request();
-      const response = await fetch(url, {
-        ...init,
-        signal: AbortSignal.any([options.deadline.signal, AbortSignal.timeout(attemptTimeout)]),
-      });
-      if (response.ok || options.accept?.includes(response.status)) return response;
-      const summary = errorSummary(await response.text());
-      failure = new PluginError(step, "HTTP_STATUS", `HTTP ${response.status}${summary}`, {
-        host,
-        status: response.status,
-        hint: options.hint?.(response.status),
-      });
-      if (!options.retryOn.includes(response.status)) throw failure;
-      wait = retryAfterMs(response.headers.get("retry-after")) ?? wait;
-    } catch (e) {
-      if (
-        e instanceof PluginError && e.code === "HTTP_STATUS" && !options.retryOn.includes(e.status!)
-      ) throw e;
-      if (expired(options.deadline)) throw deadlineError(step, host);
-      if (e instanceof PluginError) failure = e;
-      else if (e instanceof DOMException && e.name === "TimeoutError") {
-        failure = new PluginError(
-          step,
-          "TIMEOUT",
-          `no answer within ${Math.round(attemptTimeout / 1000)} s`,
-          { host, cause: e },
-        );
-      } else {
-        const cause = networkCause(e);
-        const untrusted = UNTRUSTED_CERTIFICATE.test(cause);
-        failure = new PluginError(step, "NETWORK", `request failed: ${cause}`, {
-          host,
-          cause: e,
-          hint: untrusted ? UNTRUSTED_HINT : undefined,
-        });
-        // A certificate the node does not trust is refused the same way on every try.
-        if (untrusted) throw failure;
-      }
-    }
-    if (attempt + 1 >= attempts) throw failure;
+    const timeoutMs = Math.min(remaining(options.deadline), options.attemptTimeoutMs ?? 10_000);
+    const outcome = await attemptOnce(url, await request(), options, timeoutMs);
+    if (outcome instanceof Response) return outcome;
+    const { failure, retry } = outcome;
+    if (!retry || attempt + 1 >= attempts) throw failure;
+    const wait = outcome.wait ?? backoff(attempt);
     if (wait >= remaining(options.deadline)) {
       // Tries that kept timing out until too little time was left: the deadline cut it short.
       if (failure.code === "TIMEOUT") throw deadlineError(step, host);
@@ -213,13 +221,8 @@ export async function call(
         hint: failure.hint,
       });
     }
-    log.info(
-      step,
-      `${failure.reason}; retrying in ${Math.round(wait)} ms (attempt ${
-        attempt + 2
-      } of ${attempts})`,
-      host,
-    );
+    const next = `attempt ${attempt + 2} of ${attempts}`;
+    log.info(step, `${failure.reason}; retrying in ${Math.round(wait)} ms (${next})`, host);
     await sleep(wait, options.deadline.signal);
   }
 }
