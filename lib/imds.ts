@@ -52,61 +52,49 @@ async function get(
 
 const text = async (path: string, options: ImdsOptions) => await (await get(path, options)).text();
 
-/**
- * The region from `instance/regionInfo/`, which knows every region, dedicated and Alloy ones
- * included; older metadata services lack it, and then `instance/region` and the region table do.
- */
-async function region(options: ImdsOptions): Promise<Region> {
-  let info: Record<string, unknown> | undefined;
-  // Why regionInfo could not be used, for the error when the fallback fails too.
-  let unusable = "instance/regionInfo/ lacks fields";
+/** The region `instance/regionInfo/` describes, or why it cannot be used. */
+async function regionInfo(options: ImdsOptions): Promise<Region | string> {
+  let info: Record<string, unknown>;
   try {
-    info = await readJson(
-      await get("instance/regionInfo/", options, RETRY_ON.filter((s) => s !== 404)),
-      "IMDS",
-    );
+    // Older metadata services lack it: a 404 is an answer here, not a reason to wait.
+    const response = await get("instance/regionInfo/", options, RETRY_ON.filter((s) => s !== 404));
+    info = await readJson(response, "IMDS");
   } catch (e) {
     if (!(e instanceof PluginError) || !(e.status === 404 || e.code === "BAD_RESPONSE")) throw e;
-    unusable = `instance/regionInfo/ ${e.status === 404 ? "is absent" : e.reason}`;
-    options.log.info(
-      "IMDS",
-      `no usable instance/regionInfo/ (${e.reason}); using instance/region and the region table`,
-    );
+    return e.status === 404 ? "is absent" : e.reason;
   }
-  if (info) {
-    const { regionKey, regionIdentifier, realmKey, realmDomainComponent } = info;
-    if (
-      [regionKey, regionIdentifier, realmKey, realmDomainComponent].every((v) =>
-        typeof v === "string" && v
-      )
-    ) {
-      return {
-        regionKey: (regionKey as string).toLowerCase(),
-        regionId: regionIdentifier as string,
-        realmKey: realmKey as string,
-        realmDomain: realmDomainComponent as string,
-      };
-    }
-    options.log.info(
-      "IMDS",
-      "instance/regionInfo/ lacks fields; using instance/region and the region table",
-    );
-  }
+  const fields = [info.regionKey, info.regionIdentifier, info.realmKey, info.realmDomainComponent];
+  if (!fields.every((v): v is string => typeof v === "string" && v !== "")) return "lacks fields";
+  const [regionKey, regionId, realmKey, realmDomain] = fields;
+  return { regionKey: regionKey.toLowerCase(), regionId, realmKey, realmDomain };
+}
+
+/**
+ * The region from `instance/regionInfo/`, which knows every region, dedicated and Alloy ones
+ * included; where it is unusable, from `instance/region` and the region table.
+ */
+async function region(options: ImdsOptions): Promise<Region> {
+  const info = await regionInfo(options);
+  if (typeof info !== "string") return info;
+  options.log.info(
+    "IMDS",
+    `instance/regionInfo/ ${info}: using instance/region and the region table`,
+  );
   const name = (await text("instance/region", options)).trim();
   const known = findRegion(name);
-  if (!known) {
-    throw new PluginError(
-      "IMDS",
-      "BAD_RESPONSE",
-      `region ${JSON.stringify(name.slice(0, 64))} is not in the region table, and ${unusable}`,
-      {
-        host: new URL(options.baseUrl).host,
-        // A region name that is not even shaped like one (a web page) came from a proxy.
-        hint: /^[a-z0-9-]+$/i.test(name) ? undefined : PROXY_HINT,
-      },
-    );
-  }
-  return known;
+  if (known) return known;
+  throw new PluginError(
+    "IMDS",
+    "BAD_RESPONSE",
+    `region ${
+      JSON.stringify(name.slice(0, 64))
+    } is not in the region table, and instance/regionInfo/ ${info}`,
+    {
+      host: new URL(options.baseUrl).host,
+      // A region name that is not even shaped like one (a web page) came from a proxy.
+      hint: /^[a-z0-9-]+$/i.test(name) ? undefined : PROXY_HINT,
+    },
+  );
 }
 
 /**
