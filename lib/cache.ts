@@ -63,7 +63,15 @@ async function readJson(path: string): Promise<Record<string, unknown> | undefin
   }
 }
 
-/** The file of a registry host's docker token; hosts are checked OCIR names, safe as file names. */
+/**
+ * The file of a registry host's docker token; hosts are checked OCIR names, safe as file names.
+ *
+ * @example
+ * ```ts
+ * dockerTokenPath("/var/lib/oke-credential-provider", "iad.ocir.io");
+ * // "/var/lib/oke-credential-provider/docker-iad.ocir.io.json"
+ * ```
+ */
 export function dockerTokenPath(dir: string, host: string): string {
   return `${dir}/docker-${host}.json`;
 }
