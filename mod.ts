@@ -11,7 +11,7 @@
 
 import { readDockerToken } from "./lib/cache.ts";
 import type { Step } from "./lib/errors.ts";
-import { deadline, deadlineError } from "./lib/http.ts";
+import { deadline, deadlineError } from "./lib/deadline.ts";
 import { ocirHost, parseImage } from "./lib/image.ts";
 import { formatResponse, readRequest } from "./lib/kubelet.ts";
 import { createLogger, type Logger } from "./lib/log.ts";

@@ -33,7 +33,7 @@ const {
   writeSession,
 } = await import("../lib/cache.ts");
 const { federate, federationUrl, generateSessionKey } = await import("../lib/federation.ts");
-const { deadline } = await import("../lib/http.ts");
+const { deadline } = await import("../lib/deadline.ts");
 const { instanceIdentity } = await import("../lib/identity.ts");
 const { fetchInstanceDocuments } = await import("../lib/imds.ts");
 const { createLogger } = await import("../lib/log.ts");

@@ -23,7 +23,7 @@ import {
 } from "./cache.ts";
 import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey } from "./federation.ts";
-import { type Deadline, deadlineError } from "./http.ts";
+import { type Deadline, deadlineError } from "./deadline.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import type { ImageReference, OcirHost } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";

@@ -8,7 +8,8 @@
 
 import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey, type SecurityToken } from "./federation.ts";
-import { call, deadline } from "./http.ts";
+import { deadline } from "./deadline.ts";
+import { call } from "./http.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import { type ImageReference, ocirHost, parseImage } from "./image.ts";
 import { fetchInstanceDocuments, type InstanceDocuments } from "./imds.ts";

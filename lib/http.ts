@@ -1,71 +1,16 @@
 /**
- * Every network call of the plugin goes through {@linkcode call}: one deadline for the whole
- * invocation, a timeout per attempt, retries with exponential backoff and full jitter that honour
- * `Retry-After`, and failures turned into one-line {@linkcode PluginError}s naming the step, the
- * host and the status. Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs (`DENO_CERT`) are the
+ * Every network call of the plugin goes through {@linkcode call}: the invocation's deadline
+ * (lib/deadline.ts) over it all, a timeout per attempt, retries with exponential backoff and full
+ * jitter that honour `Retry-After`, and failures turned into one-line {@linkcode PluginError}s
+ * naming the step, the host and the status. Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs (`DENO_CERT`) are the
  * Deno runtime's own behaviour for `fetch`; nothing here changes them, and TLS is never relaxed.
  *
  * @module
  */
 
+import { type Deadline, deadlineError, expired, remaining } from "./deadline.ts";
 import { PluginError, type Step } from "./errors.ts";
 import { type Logger, redact } from "./log.ts";
-
-/** The time the whole invocation may take; every request, retry and lock wait fits in it. */
-export interface Deadline {
-  /** Epoch milliseconds. */
-  readonly at: number;
-  /** Aborts when the deadline passes. */
-  readonly signal: AbortSignal;
-}
-
-/**
- * Starts a deadline `seconds` from now.
- *
- * @example
- * ```ts
- * const d = deadline(45);
- * remaining(d); // ≈ 45000
- * ```
- */
-export function deadline(seconds: number): Deadline {
-  return { at: Date.now() + seconds * 1000, signal: AbortSignal.timeout(seconds * 1000) };
-}
-
-/**
- * Milliseconds left before the deadline (0 when passed).
- *
- * @example
- * ```ts
- * remaining(deadline(1)) <= 1000; // true
- * ```
- */
-export function remaining(d: Deadline): number {
-  return Math.max(0, d.at - Date.now());
-}
-
-/**
- * Whether the deadline has passed. Its signal alone may lag: an attempt given all the time left
- * times out on its own timer in the same instant, and must still be reported as the deadline.
- */
-function expired(d: Deadline): boolean {
-  return d.signal.aborted || remaining(d) === 0;
-}
-
-/**
- * The error for a step cut short by the deadline.
- *
- * @example
- * ```ts
- * throw deadlineError("IMDS", "169.254.169.254");
- * ```
- */
-export function deadlineError(step: Step, host?: string): PluginError {
-  return new PluginError(step, "TIMEOUT", "the invocation's deadline ran out during this step", {
-    host,
-    hint: "raise --timeout (kubelet allows 60 s) or find what is slow on this node's network",
-  });
-}
 
 /** How to call one endpoint. */
 export interface CallOptions {

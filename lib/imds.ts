@@ -6,7 +6,8 @@
  */
 
 import { PluginError } from "./errors.ts";
-import { call, type Deadline, readJson } from "./http.ts";
+import type { Deadline } from "./deadline.ts";
+import { call, readJson } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { findRegion, type Region } from "./regions.ts";
 

@@ -8,7 +8,8 @@
  */
 
 import { PluginError } from "./errors.ts";
-import { call, type Deadline, readJson } from "./http.ts";
+import type { Deadline } from "./deadline.ts";
+import { call, readJson } from "./http.ts";
 import type { ImageReference } from "./image.ts";
 import type { Logger } from "./log.ts";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { call, deadline, readJson } from "../lib/http.ts";
+import { deadline } from "../lib/deadline.ts";
+import { call, readJson } from "../lib/http.ts";
 import { createLogger } from "../lib/log.ts";
 import { PluginError } from "../lib/errors.ts";
 
