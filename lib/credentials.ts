@@ -29,7 +29,7 @@ import type { ImageReference, OcirHost } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
 import { type DockerToken, fetchDockerToken, policyHint } from "./ocir.ts";
-import { checkPull } from "./registry.ts";
+import { checkPull } from "./pull_check.ts";
 
 /** Where the plugin finds things, from flags and environment. */
 export interface Settings {

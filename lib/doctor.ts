@@ -16,7 +16,7 @@ import { fetchInstanceDocuments, type InstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
 import { fetchDockerToken, policyHint } from "./ocir.ts";
 import type { Options } from "./options.ts";
-import { checkPull } from "./registry.ts";
+import { checkPull } from "./pull_check.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
 type Outcome<T> = { value: T; detail: string };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseChallenge } from "../lib/registry.ts";
+import { parseChallenge } from "../lib/pull_check.ts";
 
 Deno.test("parseChallenge reads a registry's Bearer challenge, any case, any order", () => {
   assert.deepEqual(

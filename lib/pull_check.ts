@@ -1,14 +1,14 @@
 /**
- * The manifest check: can this docker token read this image? It walks the path a container
- * runtime walks (the registry's Bearer challenge, its token realm with `BEARER_TOKEN` basic
- * credentials, then the manifest), so a yes here means a pull will be allowed. Used by `doctor`
- * and by `--check-pull`.
+ * The pull check: can this docker token pull this image? It walks the path a container runtime
+ * walks (the registry's Bearer challenge, its token realm with `BEARER_TOKEN` basic credentials,
+ * then the manifest), so a yes here means a pull will be allowed. Used by `--check-pull` and by
+ * `doctor --image`; its failures carry the step "manifest check", the last request it makes.
  *
  * @module
  */
 
-import { PluginError } from "./errors.ts";
 import type { Deadline } from "./deadline.ts";
+import { PluginError } from "./errors.ts";
 import { call, readJson } from "./http.ts";
 import type { ImageReference } from "./image.ts";
 import type { Logger } from "./log.ts";
