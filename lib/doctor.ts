@@ -8,7 +8,7 @@
 
 import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey, type SecurityToken } from "./federation.ts";
-import { deadline } from "./deadline.ts";
+import type { Deadline } from "./deadline.ts";
 import { call } from "./http.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import { type ImageReference, ocirHost, parseImage } from "./image.ts";
@@ -68,7 +68,7 @@ function homeRegistry(identity: InstanceIdentity): string {
 /** Clock skew against a server's `Date` header, in seconds (positive: we are ahead). */
 async function measureSkew(
   url: URL,
-  options: { deadline: ReturnType<typeof deadline>; log: Logger },
+  options: { deadline: Deadline; log: Logger },
 ): Promise<number | undefined> {
   try {
     const response = await call(new URL("/", url), () => ({ method: "GET" }), {
@@ -86,20 +86,35 @@ async function measureSkew(
   }
 }
 
+/** What doctor runs with. */
+export interface DoctorContext {
+  deadline: Deadline;
+  log: Logger;
+  /** Writes one line of the report. */
+  print: (line: string) => void;
+}
+
 /**
  * Runs the checks and returns the exit status.
  *
  * @example
  * ```ts
- * Deno.exit(await doctor(options, log));
+ * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ * import { parseOptions } from "./options.ts";
+ *
+ * const options = await parseOptions(["doctor"]);
+ * const status = await doctor(options, {
+ *   deadline: deadline(options.timeoutSeconds),
+ *   log: createLogger(options.logLevel),
+ *   print: (line) => console.log(line),
+ * });
  * ```
  */
 export async function doctor(
   options: Options,
-  log: Logger,
-  print: (line: string) => void = (line) => console.log(line),
+  { deadline: d, log, print }: DoctorContext,
 ): Promise<number> {
-  const d = deadline(options.timeoutSeconds);
   const report = new Report(print);
   const retryHint =
     "see the message: IMDS must answer on this node (IMDS v2 enabled; no proxy for 169.254.169.254, add it to NO_PROXY)";

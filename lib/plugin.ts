@@ -1,0 +1,161 @@
+/**
+ * The plugin as functions: {@linkcode run} is the whole command (arguments, the request on
+ * stdin, the answer on stdout, logs on stderr, the exit status) and {@linkcode provide} answers
+ * one request. mod.ts calls `run` with the process's own streams; tests call both in-process.
+ *
+ * This module is on the warm path (a cached token): it loads only what answering from the cache
+ * needs; the cold path (lib/credentials.ts) and doctor (lib/doctor.ts) are imported on demand.
+ *
+ * @module
+ */
+
+import { readDockerToken } from "./cache.ts";
+import { type Deadline, deadline, deadlineError, watchdog } from "./deadline.ts";
+import type { Step } from "./errors.ts";
+import { ocirHost, parseImage } from "./image.ts";
+import {
+  type CredentialProviderRequest,
+  formatResponse,
+  readRequest,
+  type RequestSource,
+} from "./kubelet.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { type Options, parseOptions, USAGE } from "./options.ts";
+import { VERSION } from "./version.ts";
+
+/** How {@linkcode provide} answers: the settings it uses, the log, the deadline. */
+export interface ProvideOptions
+  extends Pick<Options, "cacheDir" | "imdsBaseUrl" | "federationEndpoint" | "checkPull"> {
+  log: Logger;
+  /** The invocation's deadline, asked for only off the warm path (a first timer costs ~5 ms). */
+  deadline: () => Deadline;
+  /** Told each step as it starts, for the watchdog's message. */
+  onStep?: (step: Step) => void;
+}
+
+/**
+ * Answers one request: the response JSON, with a docker token from the cache or made now, or
+ * with no credentials for an image that is not on OCIR.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "./log.ts";
+ * import { deadline } from "./deadline.ts";
+ *
+ * const response = await provide(
+ *   { apiVersion: "credentialprovider.kubelet.k8s.io/v1", image: "docker.io/library/nginx:1" },
+ *   {
+ *     cacheDir: "/var/lib/oke-credential-provider",
+ *     imdsBaseUrl: "http://169.254.169.254/opc/v2",
+ *     checkPull: false,
+ *     log: createLogger("warn"),
+ *     deadline: () => deadline(45),
+ *   },
+ * );
+ * JSON.parse(response).auth; // {}
+ * ```
+ */
+export async function provide(
+  request: CredentialProviderRequest,
+  options: ProvideOptions,
+): Promise<string> {
+  const { log } = options;
+  options.onStep?.("image");
+  const image = parseImage(request.image);
+  const registry = ocirHost(image.registry);
+  if (!registry) {
+    log.warn(
+      "image",
+      `${image.registry} is not an OCIR registry host: answering with no credentials`,
+    );
+    return formatResponse(request.apiVersion, null, 0);
+  }
+  options.onStep?.("cache");
+  let entry = await readDockerToken(options.cacheDir, registry.host);
+  if (!entry) {
+    const d = options.deadline();
+    const { obtainDockerToken } = await import("./credentials.ts");
+    entry = await obtainDockerToken(registry, {
+      cacheDir: options.cacheDir,
+      imdsBaseUrl: options.imdsBaseUrl,
+      federationEndpoint: options.federationEndpoint,
+      deadline: d,
+      log,
+      checkPull: options.checkPull ? image : undefined,
+    });
+  }
+  const seconds = entry.refreshAt - Date.now() / 1000;
+  return formatResponse(
+    request.apiVersion,
+    { host: image.registry, password: entry.token },
+    seconds,
+  );
+}
+
+/** What a run reads and writes. */
+export interface PluginIO {
+  /** Where the request comes from. */
+  stdin: RequestSource;
+  /** Writes one line of the answer (the response, `--help`, doctor's report). */
+  stdout: (line: string) => void;
+  /** Writes one log line. */
+  stderr: (line: string) => void;
+  /** The environment; the process's own when not given. */
+  env?: (name: string) => string | undefined;
+  /**
+   * Ends the process. When given, a watchdog calls it with 1 a second after the deadline, for
+   * what no request timeout covers (a stdin that never closes); in-process callers leave it out.
+   */
+  exit?: (code: number) => void;
+}
+
+/**
+ * Runs the command as kubelet (or an operator) starts it, and returns its exit status.
+ *
+ * @example
+ * ```ts
+ * const lines: string[] = [];
+ * const status = await run(["--version"], {
+ *   stdin: Deno.stdin,
+ *   stdout: (line) => lines.push(line),
+ *   stderr: (line) => console.error(line),
+ * });
+ * status; // 0
+ * ```
+ */
+export async function run(args: string[], io: PluginIO): Promise<number> {
+  let log = createLogger("warn", io.stderr);
+  let step: Step = "arguments";
+  try {
+    const options = await parseOptions(args, io.env);
+    log = createLogger(options.logLevel, io.stderr);
+    if (options.command === "help") return io.stdout(USAGE), 0;
+    if (options.command === "version") return io.stdout(`oke-credential-provider ${VERSION}`), 0;
+    // One deadline for the invocation, started at its first need: the warm path needs none.
+    let invocation: Deadline | undefined;
+    const limit = (): Deadline => {
+      if (invocation) return invocation;
+      invocation = deadline(options.timeoutSeconds);
+      const exit = io.exit;
+      if (exit) {
+        watchdog(invocation, 1000, () => {
+          log.failure(deadlineError(step));
+          exit(1);
+        });
+      }
+      return invocation;
+    };
+    if (options.command === "doctor") {
+      const { doctor } = await import("./doctor.ts");
+      return await doctor(options, { deadline: limit(), log, print: io.stdout });
+    }
+    step = "request";
+    const request = await readRequest(io.stdin, limit);
+    const onStep = (s: Step) => step = s;
+    io.stdout(await provide(request, { ...options, log, deadline: limit, onStep }));
+    return 0;
+  } catch (e) {
+    log.failure(e);
+    return 1;
+  }
+}
