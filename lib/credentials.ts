@@ -28,8 +28,9 @@ import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import type { ImageReference, OcirHost } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
-import { type DockerToken, fetchDockerToken, policyHint } from "./ocir.ts";
+import { fetchDockerToken, policyHint } from "./ocir.ts";
 import { checkPull } from "./pull_check.ts";
+import type { IssuedToken } from "./token.ts";
 
 /** Where the plugin finds things, from flags and environment. */
 export interface Settings {
@@ -223,7 +224,7 @@ export async function obtainDockerToken(
         deadline,
         log,
       });
-    let docker: DockerToken;
+    let docker: IssuedToken;
     try {
       docker = await ask(session);
     } catch (e) {

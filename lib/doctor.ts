@@ -7,7 +7,7 @@
  */
 
 import { describe, PluginError } from "./errors.ts";
-import { federate, federationUrl, generateSessionKey, type SecurityToken } from "./federation.ts";
+import { federate, federationUrl, generateSessionKey } from "./federation.ts";
 import type { Deadline } from "./deadline.ts";
 import { call } from "./http.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
@@ -17,6 +17,7 @@ import type { Logger } from "./log.ts";
 import { fetchDockerToken, policyHint } from "./ocir.ts";
 import type { Options } from "./options.ts";
 import { checkPull } from "./pull_check.ts";
+import type { IssuedToken } from "./token.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
 type Outcome<T> = { value: T; detail: string };
@@ -178,7 +179,7 @@ export async function doctor(
   report.note("auth endpoint", () => authUrl!.href);
 
   let sessionKey: CryptoKeyPair | undefined;
-  const token = await report.check<SecurityToken>("federation", async () => {
+  const token = await report.check<IssuedToken>("federation", async () => {
     sessionKey = await generateSessionKey();
     const value = await federate(identity!, sessionKey, { url: authUrl!, deadline: d, log });
     return {

@@ -5,22 +5,14 @@
  * @module
  */
 
-import { PluginError } from "./errors.ts";
 import type { Deadline } from "./deadline.ts";
+import { PluginError } from "./errors.ts";
 import { call, readJson } from "./http.ts";
 import type { InstanceIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import type { Region } from "./regions.ts";
 import { signRequest } from "./signer.ts";
-
-/** A security token and what the plugin needs to know of it. */
-export interface SecurityToken {
-  token: string;
-  /** Epoch seconds. */
-  issuedAt: number;
-  /** Epoch seconds. */
-  expiresAt: number;
-}
+import type { IssuedToken } from "./token.ts";
 
 /**
  * A fresh RSA-2048 session key pair (e = 65537), extractable so the cache can keep it.
@@ -111,7 +103,7 @@ export async function federate(
   identity: InstanceIdentity,
   sessionKey: CryptoKeyPair,
   options: FederationOptions,
-): Promise<SecurityToken> {
+): Promise<IssuedToken> {
   const publicKey = new Uint8Array(await crypto.subtle.exportKey("spki", sessionKey.publicKey));
   const body = new TextEncoder().encode(JSON.stringify({
     certificate: identity.leaf.der.toBase64(),

@@ -5,8 +5,8 @@
  * @module
  */
 
-import { PluginError } from "./errors.ts";
 import type { Deadline } from "./deadline.ts";
+import { PluginError } from "./errors.ts";
 import { call, readJson } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { findRegion, type Region } from "./regions.ts";

@@ -6,20 +6,12 @@
  * @module
  */
 
-import { PluginError } from "./errors.ts";
 import type { Deadline } from "./deadline.ts";
+import { PluginError } from "./errors.ts";
 import { call, readJson } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { signRequest } from "./signer.ts";
-
-/** A docker token and its lifetime. */
-export interface DockerToken {
-  token: string;
-  /** Epoch seconds. */
-  issuedAt: number;
-  /** Epoch seconds. */
-  expiresAt: number;
-}
+import type { IssuedToken } from "./token.ts";
 
 /** What a token request needs. */
 export interface DockerTokenOptions {
@@ -57,7 +49,7 @@ export function policyHint(compartment = "<compartment ocid>"): string {
 export async function fetchDockerToken(
   host: string,
   options: DockerTokenOptions,
-): Promise<DockerToken> {
+): Promise<IssuedToken> {
   const url = new URL(`https://${host}/20180419/docker/token`);
   const response = await call(url, async () => {
     const request = { method: "GET", url, headers: new Headers() };
