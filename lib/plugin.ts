@@ -39,14 +39,16 @@ export interface ProvideOptions
  *
  * @example
  * ```ts
- * import { createLogger } from "./log.ts";
+ * import { DEFAULT_CACHE_DIR } from "./cache.ts";
  * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ * import { DEFAULT_IMDS_BASE } from "./options.ts";
  *
  * const response = await provide(
  *   { apiVersion: "credentialprovider.kubelet.k8s.io/v1", image: "docker.io/library/nginx:1" },
  *   {
- *     cacheDir: "/var/lib/oke-credential-provider",
- *     imdsBaseUrl: "http://169.254.169.254/opc/v2",
+ *     cacheDir: DEFAULT_CACHE_DIR,
+ *     imdsBaseUrl: DEFAULT_IMDS_BASE,
  *     checkPull: false,
  *     log: createLogger("warn"),
  *     deadline: () => deadline(45),

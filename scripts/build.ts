@@ -18,9 +18,7 @@ import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-
-/** The plugin's default cache directory (lib/cache.ts), where it keeps tokens and keys. */
-export const CACHE_DIR = "/var/lib/oke-credential-provider";
+import { DEFAULT_CACHE_DIR } from "../lib/cache.ts";
 
 /**
  * Every environment variable the plugin reads, and nothing else: reading one that is not listed
@@ -45,7 +43,7 @@ export const ALLOWED_ENV = [
  * dependencies. A `--cache-dir` elsewhere fails with a permission error in the compiled binary;
  * mount the desired storage at the default path instead.
  */
-export const ALLOWED_PATHS = [CACHE_DIR, "/tmp"] as const;
+export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR, "/tmp"] as const;
 
 /**
  * Deno permissions baked into the binaries. `--allow-net` has no host list because the hosts are
