@@ -81,7 +81,7 @@ export function dockerTokenPath(dir: string, host: string): string {
  *
  * @example
  * ```ts
- * const cached = await readDockerToken("/var/lib/oke-credential-provider", "iad.ocir.io");
+ * const cached = await readDockerToken(DEFAULT_CACHE_DIR, "iad.ocir.io");
  * ```
  */
 export async function readDockerToken(
@@ -102,7 +102,7 @@ export async function readDockerToken(
  *
  * @example
  * ```ts
- * const session = await readSession(dir);
+ * const session = await readSession(DEFAULT_CACHE_DIR);
  * ```
  */
 export async function readSession(dir: string, at = now()): Promise<CachedSession | undefined> {
@@ -120,7 +120,7 @@ export async function readSession(dir: string, at = now()): Promise<CachedSessio
  *
  * @example
  * ```ts
- * await prepareCacheDir("/var/lib/oke-credential-provider");
+ * await prepareCacheDir(DEFAULT_CACHE_DIR);
  * ```
  */
 export async function prepareCacheDir(dir: string): Promise<void> {
@@ -156,7 +156,8 @@ async function writeAtomically(path: string, value: unknown): Promise<void> {
  *
  * @example
  * ```ts
- * await writeDockerToken(dir, { host: "iad.ocir.io", token, refreshAt, expiresAt, fingerprint, tenancy });
+ * declare const entry: CachedDockerToken; // host, token, lifetime, what it was made with
+ * await writeDockerToken(DEFAULT_CACHE_DIR, entry);
  * ```
  */
 export async function writeDockerToken(dir: string, entry: CachedDockerToken): Promise<void> {
@@ -168,7 +169,8 @@ export async function writeDockerToken(dir: string, entry: CachedDockerToken): P
  *
  * @example
  * ```ts
- * await writeSession(dir, session);
+ * declare const session: CachedSession;
+ * await writeSession(DEFAULT_CACHE_DIR, session);
  * ```
  */
 export async function writeSession(dir: string, session: CachedSession): Promise<void> {
@@ -186,7 +188,7 @@ async function removeMatching(dir: string, pattern: RegExp): Promise<void> {
  *
  * @example
  * ```ts
- * await clearTokens(dir);
+ * await clearTokens(DEFAULT_CACHE_DIR);
  * ```
  */
 export async function clearTokens(dir: string): Promise<void> {
@@ -199,7 +201,7 @@ export async function clearTokens(dir: string): Promise<void> {
  *
  * @example
  * ```ts
- * await removeTempFiles(dir);
+ * await removeTempFiles(DEFAULT_CACHE_DIR);
  * ```
  */
 export async function removeTempFiles(dir: string): Promise<void> {
@@ -212,8 +214,12 @@ export async function removeTempFiles(dir: string): Promise<void> {
  *
  * @example
  * ```ts
- * const lock = await lockCache(dir, AbortSignal.timeout(45_000));
- * try { … } finally { lock.release(); }
+ * const lock = await lockCache(DEFAULT_CACHE_DIR, AbortSignal.timeout(45_000));
+ * try {
+ *   // read, fetch, write
+ * } finally {
+ *   lock.release();
+ * }
  * ```
  */
 export async function lockCache(dir: string, signal: AbortSignal): Promise<{ release(): void }> {

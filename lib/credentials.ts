@@ -173,6 +173,9 @@ async function newSession(
  *
  * @example
  * ```ts
+ * import { ocirHost } from "./image.ts";
+ *
+ * declare const settings: Settings; // cache directory, IMDS, deadline, log
  * const entry = await obtainDockerToken(ocirHost("iad.ocir.io")!, settings);
  * entry.token;
  * ```

@@ -15,7 +15,18 @@ export interface Element {
   raw: Uint8Array;
 }
 
-/** Thrown on anything that is not well-formed DER. */
+/**
+ * Thrown on anything that is not well-formed DER.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   readElement(new Uint8Array([0x30]));
+ * } catch (e) {
+ *   e instanceof DerError; // true: "truncated element header"
+ * }
+ * ```
+ */
 export class DerError extends Error {
   override name = "DerError";
 }

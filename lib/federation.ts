@@ -19,7 +19,7 @@ import type { IssuedToken } from "./token.ts";
  *
  * @example
  * ```ts
- * const session = await generateSessionKey();
+ * const { publicKey, privateKey } = await generateSessionKey();
  * ```
  */
 export async function generateSessionKey(): Promise<CryptoKeyPair> {
@@ -41,7 +41,9 @@ export async function generateSessionKey(): Promise<CryptoKeyPair> {
  *
  * @example
  * ```ts
- * federationUrl({ regionId: "us-ashburn-1", realmDomain: "oraclecloud.com" } as Region).href;
+ * import { findRegion } from "./regions.ts";
+ *
+ * federationUrl(findRegion("us-ashburn-1")!).href;
  * // "https://auth.us-ashburn-1.oraclecloud.com/v1/x509"
  * ```
  */
@@ -58,6 +60,7 @@ export function federationUrl(region: Region, override?: string): URL {
  *
  * @example
  * ```ts
+ * declare const token: string; // from the auth service
  * decodeSecurityToken(token, "auth.us-ashburn-1.oraclecloud.com").claims.sub; // "ocid1.instance…"
  * ```
  */
@@ -96,7 +99,14 @@ export interface FederationOptions {
  *
  * @example
  * ```ts
- * const st = await federate(identity, await generateSessionKey(), { url, deadline: d, log });
+ * import { deadline } from "./deadline.ts";
+ * import type { InstanceIdentity } from "./identity.ts";
+ * import { createLogger } from "./log.ts";
+ *
+ * declare const identity: InstanceIdentity; // from instanceIdentity()
+ * const url = federationUrl(identity.region);
+ * const log = createLogger("warn");
+ * const st = await federate(identity, await generateSessionKey(), { url, deadline: deadline(45), log });
  * ```
  */
 export async function federate(

@@ -128,9 +128,17 @@ async function attemptOnce(
  *
  * @example
  * ```ts
+ * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ *
  * const res = await call(new URL("http://169.254.169.254/opc/v2/instance/region"),
  *   () => ({ headers: { authorization: "Bearer Oracle" } }),
- *   { step: "IMDS", deadline: deadline(45), log, retryOn: [404, 429, 500, 502, 503, 504] });
+ *   {
+ *     step: "IMDS",
+ *     deadline: deadline(45),
+ *     log: createLogger("warn"),
+ *     retryOn: [404, 429, 500, 502, 503, 504],
+ *   });
  * ```
  */
 export async function call(
@@ -189,6 +197,7 @@ function networkCause(error: unknown): string {
  *
  * @example
  * ```ts
+ * declare const response: Response; // from call()
  * const { token } = await readJson(response, "federation");
  * ```
  */

@@ -36,7 +36,10 @@ export interface InstanceIdentity {
  *
  * @example
  * ```ts
- * const identity = await instanceIdentity(await fetchInstanceDocuments(options));
+ * import type { InstanceDocuments } from "./imds.ts";
+ *
+ * declare const docs: InstanceDocuments; // from fetchInstanceDocuments()
+ * const identity = await instanceIdentity(docs);
  * identity.tenancy; // "ocid1.tenancy.oc1..…"
  * ```
  */

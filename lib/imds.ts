@@ -103,7 +103,15 @@ async function region(options: ImdsOptions): Promise<Region> {
  *
  * @example
  * ```ts
- * const docs = await fetchInstanceDocuments({ baseUrl: DEFAULT_IMDS_BASE, deadline: deadline(45), log });
+ * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ * import { DEFAULT_IMDS_BASE } from "./options.ts";
+ *
+ * const docs = await fetchInstanceDocuments({
+ *   baseUrl: DEFAULT_IMDS_BASE,
+ *   deadline: deadline(45),
+ *   log: createLogger("warn"),
+ * });
  * docs.region.regionId; // "us-ashburn-1"
  * ```
  */

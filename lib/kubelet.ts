@@ -57,7 +57,7 @@ function wholeJson(bytes: Uint8Array): unknown {
  *
  * @example
  * ```ts
- * const request = await readRequest(Deno.stdin, () => armDeadline());
+ * const request = await readRequest(Deno.stdin, () => console.error("waiting for the rest of stdin"));
  * ```
  */
 export async function readRequest(

@@ -43,7 +43,17 @@ export function policyHint(compartment = "<compartment ocid>"): string {
  *
  * @example
  * ```ts
- * const { token, expiresAt } = await fetchDockerToken("iad.ocir.io", { securityToken, sessionKey, deadline: d, log });
+ * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ *
+ * declare const securityToken: string; // from federate()
+ * declare const sessionKey: CryptoKey; // the private key it is bound to
+ * const { token, expiresAt } = await fetchDockerToken("iad.ocir.io", {
+ *   securityToken,
+ *   sessionKey,
+ *   deadline: deadline(45),
+ *   log: createLogger("warn"),
+ * });
  * ```
  */
 export async function fetchDockerToken(

@@ -58,7 +58,15 @@ export interface PullCheckOptions {
  *
  * @example
  * ```ts
- * const check = await checkPull(parseImage("iad.ocir.io/ns/app:1"), "iad.ocir.io", token, { deadline: d, log });
+ * import { deadline } from "./deadline.ts";
+ * import { parseImage } from "./image.ts";
+ * import { createLogger } from "./log.ts";
+ *
+ * declare const token: string; // a docker token for iad.ocir.io
+ * const check = await checkPull(parseImage("iad.ocir.io/ns/app:1"), "iad.ocir.io", token, {
+ *   deadline: deadline(45),
+ *   log: createLogger("warn"),
+ * });
  * check.allowed; // true
  * ```
  */

@@ -65,7 +65,10 @@ export function signingString(request: OutgoingRequest, names: string[]): string
  *
  * @example
  * ```ts
- * const request = { method: "GET", url: new URL("https://iad.ocir.io/20180419/docker/token"), headers: new Headers() };
+ * declare const token: string; // a security token
+ * declare const sessionKey: CryptoKeyPair; // the session key it is bound to
+ * const url = new URL("https://iad.ocir.io/20180419/docker/token");
+ * const request = { method: "GET", url, headers: new Headers() };
  * await signRequest(request, { keyId: `ST$${token}`, key: sessionKey.privateKey });
  * await fetch(request.url, request);
  * ```

@@ -30,7 +30,8 @@ const identityError = (what: string, reason: string) =>
  *
  * @example
  * ```ts
- * pemToDer(pem, ["CERTIFICATE"], "instance certificate");
+ * const pem = await Deno.readTextFile("cert.pem");
+ * pemToDer(pem, ["CERTIFICATE"], "instance certificate").label; // "CERTIFICATE"
  * ```
  */
 export function pemToDer(
@@ -126,6 +127,7 @@ export function subjectValue(subjectValues: string[], prefix: string): string | 
  *
  * @example
  * ```ts
+ * const leaf = parseCertificate(await Deno.readTextFile("cert.pem"), "instance certificate");
  * await fingerprint(leaf.der); // "a1:b2:…"
  * ```
  */
@@ -157,6 +159,7 @@ const integer = (e: Element) => e.body[0] === 0 ? e.body.subarray(1) : e.body;
  *
  * @example
  * ```ts
+ * const pem = await Deno.readTextFile("key.pem");
  * const { key } = await importPrivateKey(pem, "instance private key");
  * ```
  */
@@ -197,6 +200,7 @@ export async function importPrivateKey(pem: string, what: string): Promise<Priva
  *
  * @example
  * ```ts
+ * const leaf = parseCertificate(await Deno.readTextFile("cert.pem"), "instance certificate");
  * rsaModulus(leaf.spki).length; // 256 for RSA-2048
  * ```
  */
@@ -214,7 +218,9 @@ export function rsaModulus(spki: Uint8Array): Uint8Array {
  *
  * @example
  * ```ts
- * assertKeyMatches(leaf, privateKey); // throws PluginError("identity") on a mismatch
+ * const leaf = parseCertificate(await Deno.readTextFile("cert.pem"), "instance certificate");
+ * const key = await importPrivateKey(await Deno.readTextFile("key.pem"), "instance private key");
+ * assertKeyMatches(leaf, key); // throws PluginError("identity") on a mismatch
  * ```
  */
 export function assertKeyMatches(certificate: Certificate, key: PrivateKey): void {
