@@ -6,14 +6,15 @@
  */
 import assert from "node:assert/strict";
 import { readDockerToken, readSession } from "../lib/cache.ts";
-import { type Bench, LOG_LINE, startBench, waitForRequest } from "./fault_scenarios.ts";
+import { emulatorTest, type Rig, waitForRequest } from "./support/emulator.ts";
+import { LOG_LINE } from "./support/fault_scenarios.ts";
 import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
 
-/** Starts the plugin for `image` on the bench's emulator with this cache directory. */
-const plugin = (bench: Bench, dir: string, image: string, timeout = 40) =>
+/** Starts the plugin for `image` on the rig's emulator with this cache directory. */
+const plugin = (rig: Rig, dir: string, image: string, timeout = 40) =>
   startPlugin({
     stdin: kubeletRequest(image),
-    env: bench.emu.env,
+    env: rig.emu.env,
     args: ["--cache-dir", dir, "--timeout", String(timeout)],
     killAfterMs: (timeout + 10) * 1000,
   });
@@ -74,13 +75,10 @@ function password(run: Run, host: string): string {
   return run.response!.auth[host].password;
 }
 
-Deno.test({
-  name: "concurrency: storms, and processes killed in the lock or mid-write",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    const bench = await startBench({ extraRegions: [{ regionId: "eu-frankfurt-1" }] });
-    const { emu } = bench;
+emulatorTest(
+  "concurrency: storms, and processes killed in the lock or mid-write",
+  async (t, rig) => {
+    const { emu } = rig;
     const ns = emu.namespace;
     /** A step on an empty cache directory; `federations` is how many it must cause. */
     const step = (
@@ -96,7 +94,7 @@ Deno.test({
           await fn(dir);
         } finally {
           emu.clearFaults();
-          bench.hooks.clear();
+          rig.hooks.clear();
           await Deno.remove(dir, { recursive: true });
         }
         if (federations !== undefined) {
@@ -104,132 +102,129 @@ Deno.test({
         }
       });
 
-    try {
-      await step(
-        "32 invocations for one image on an empty cache: one federation",
-        1,
-        async (dir) => {
-          const mark = emu.requests.length;
-          const watcher = watchCache(dir);
-          const runs = await Promise.all(
-            Array.from({ length: 32 }, () => plugin(bench, dir, `iad.ocir.io/${ns}/app:1`).done),
-          );
-          assert.ok(await watcher.stop() > 0, "the cache was read while the processes ran");
-          assert.equal(new Set(runs.map((run) => password(run, "iad.ocir.io"))).size, 1);
-          const requests = emu.requests.slice(mark);
-          assert.equal(requests.filter((r) => r.service === "imds").length, 4, "IMDS asked once");
-          assert.equal(requests.filter((r) => r.service === "ocir").length, 1);
-          assert.deepEqual(await assertCacheSound(dir, "after"), [
-            "docker-iad.ocir.io.json",
-            "lock",
-            "session.json",
-          ]);
-        },
-      );
-
-      await step("32 invocations of a mix of images while IMDS rate-limits", 1, async (dir) => {
-        const hosts = [
-          "iad.ocir.io",
-          "us-ashburn-1.ocir.io",
-          "ocir.us-ashburn-1.oci.oraclecloud.com",
-          "fra.ocir.io", // cross-region
-        ];
-        const images = Array.from(
-          { length: 32 },
-          (_, i) =>
-            i % 8 === 6
-              ? `docker.io/library/nginx:1.${i}`
-              : i % 8 === 7
-              ? `ghcr.io/org/tool${i}:latest`
-              : `${hosts[i % hosts.length]}/${ns}/app${i}:${i}`,
-        );
-        // The first of them meets IMDS's rate limit, as the existing plugin's users did.
-        emu.fault("imds", { status: [429, 429, 429, 429], retryAfter: 1 });
-        const dockerTokens = emu.counters.dockerTokens;
-        const watcher = watchCache(dir);
-        const runs = await Promise.all(images.map((image) => plugin(bench, dir, image).done));
-        assert.ok(await watcher.stop() > 0);
-        const byHost = new Map<string, Set<string>>();
-        runs.forEach((run, i) => {
-          const host = images[i].split("/")[0];
-          if (!hosts.includes(host)) {
-            assert.equal(run.code, 0, run.stderr);
-            assert.deepEqual(run.response!.auth, {});
-            assert.match(run.stderr, /^oke-credential-provider level=warn step=image .*\n$/);
-            return;
-          }
-          byHost.set(host, (byHost.get(host) ?? new Set()).add(password(run, host)));
-        });
-        assert.deepEqual([...byHost.keys()].sort(), [...hosts].sort());
-        for (const [host, passwords] of byHost) assert.equal(passwords.size, 1, host);
-        assert.equal(emu.counters.dockerTokens - dockerTokens, hosts.length, "one per host");
-        assert.deepEqual(
-          await assertCacheSound(dir, "after"),
-          [
-            ...hosts.map((h) => `docker-${h}.json`),
-            "lock",
-            "session.json",
-          ].sort(),
-        );
-      });
-
-      await step("a holder of the lock killed with SIGKILL: no deadlock", 1, async (dir) => {
-        emu.fault("auth", { hang: true });
-        const holder = plugin(bench, dir, `iad.ocir.io/${ns}/app:1`);
-        // Federation is under the lock: while its request hangs, the holder sits in the lock.
-        await waitForRequest(bench, (e) => e.service === "auth" && e.reason === "fault: hang");
-        const impatient = await plugin(bench, dir, `iad.ocir.io/${ns}/other:1`, 2).done;
-        assert.equal(impatient.code, 1);
-        assert.equal(impatient.stdout, "");
-        assert.match(
-          impatient.stderr,
-          /^oke-credential-provider level=error step=cache msg="the invocation's deadline ran out during this step .*"\n$/,
-        );
-        const waiter = plugin(bench, dir, `iad.ocir.io/${ns}/third:1`);
-        emu.clearFaults();
-        await sleep(500); // lets the waiter reach the lock (it passes either way)
-        holder.child.kill("SIGKILL");
-        assert.equal((await holder.done).signal, "SIGKILL");
-        password(await waiter.done, "iad.ocir.io");
+    await step(
+      "32 invocations for one image on an empty cache: one federation",
+      1,
+      async (dir) => {
         const mark = emu.requests.length;
-        password(await plugin(bench, dir, `iad.ocir.io/${ns}/app:1`).done, "iad.ocir.io");
-        assert.deepEqual(emu.requests.slice(mark), [], "the next one is served from the cache");
-      });
+        const watcher = watchCache(dir);
+        const runs = await Promise.all(
+          Array.from({ length: 32 }, () => plugin(rig, dir, `iad.ocir.io/${ns}/app:1`).done),
+        );
+        assert.ok(await watcher.stop() > 0, "the cache was read while the processes ran");
+        assert.equal(new Set(runs.map((run) => password(run, "iad.ocir.io"))).size, 1);
+        const requests = emu.requests.slice(mark);
+        assert.equal(requests.filter((r) => r.service === "imds").length, 4, "IMDS asked once");
+        assert.equal(requests.filter((r) => r.service === "ocir").length, 1);
+        assert.deepEqual(await assertCacheSound(dir, "after"), [
+          "docker-iad.ocir.io.json",
+          "lock",
+          "session.json",
+        ]);
+      },
+    );
 
-      await step("processes killed at random moments of the cold path", undefined, async (dir) => {
-        const image = `iad.ocir.io/${ns}/app:1`;
-        const started = Date.now();
-        password(await plugin(bench, dir, image).done, "iad.ocir.io");
-        const span = Date.now() - started; // how long a cold run takes here
-        const kills: number[] = [];
-        for (let i = 0; i < 12; i++) {
-          // Every third round from nothing (federation), the others only the docker token.
-          for (const entry of Deno.readDirSync(dir)) {
-            if (
-              entry.name.startsWith("docker-") || (i % 3 === 0 && entry.name === "session.json")
-            ) {
-              Deno.removeSync(`${dir}/${entry.name}`);
-            }
-          }
-          const victim = plugin(bench, dir, image);
-          const at = Math.round(Math.random() * span * 1.2);
-          kills.push(at);
-          await sleep(at);
-          try {
-            victim.child.kill("SIGKILL");
-          } catch {
-            // it finished first
-          }
-          const run = await victim.done;
-          assert.ok(run.signal === "SIGKILL" || run.code === 0, run.stderr);
-          for (const line of run.stderr.split("\n").filter(Boolean)) assert.match(line, LOG_LINE);
-          await assertCacheSound(dir, `killed at ${kills.join(", ")} ms of ${span}`);
+    await step("32 invocations of a mix of images while IMDS rate-limits", 1, async (dir) => {
+      const hosts = [
+        "iad.ocir.io",
+        "us-ashburn-1.ocir.io",
+        "ocir.us-ashburn-1.oci.oraclecloud.com",
+        "fra.ocir.io", // cross-region
+      ];
+      const images = Array.from(
+        { length: 32 },
+        (_, i) =>
+          i % 8 === 6
+            ? `docker.io/library/nginx:1.${i}`
+            : i % 8 === 7
+            ? `ghcr.io/org/tool${i}:latest`
+            : `${hosts[i % hosts.length]}/${ns}/app${i}:${i}`,
+      );
+      // The first of them meets IMDS's rate limit, as the existing plugin's users did.
+      emu.fault("imds", { status: [429, 429, 429, 429], retryAfter: 1 });
+      const dockerTokens = emu.counters.dockerTokens;
+      const watcher = watchCache(dir);
+      const runs = await Promise.all(images.map((image) => plugin(rig, dir, image).done));
+      assert.ok(await watcher.stop() > 0);
+      const byHost = new Map<string, Set<string>>();
+      runs.forEach((run, i) => {
+        const host = images[i].split("/")[0];
+        if (!hosts.includes(host)) {
+          assert.equal(run.code, 0, run.stderr);
+          assert.deepEqual(run.response!.auth, {});
+          assert.match(run.stderr, /^oke-credential-provider level=warn step=image .*\n$/);
+          return;
         }
-        password(await plugin(bench, dir, image).done, "iad.ocir.io");
-        await assertCacheSound(dir, `after kills at ${kills.join(", ")} ms of ${span}`);
+        byHost.set(host, (byHost.get(host) ?? new Set()).add(password(run, host)));
       });
-    } finally {
-      await emu.close();
-    }
+      assert.deepEqual([...byHost.keys()].sort(), [...hosts].sort());
+      for (const [host, passwords] of byHost) assert.equal(passwords.size, 1, host);
+      assert.equal(emu.counters.dockerTokens - dockerTokens, hosts.length, "one per host");
+      assert.deepEqual(
+        await assertCacheSound(dir, "after"),
+        [
+          ...hosts.map((h) => `docker-${h}.json`),
+          "lock",
+          "session.json",
+        ].sort(),
+      );
+    });
+
+    await step("a holder of the lock killed with SIGKILL: no deadlock", 1, async (dir) => {
+      emu.fault("auth", { hang: true });
+      const holder = plugin(rig, dir, `iad.ocir.io/${ns}/app:1`);
+      // Federation is under the lock: while its request hangs, the holder sits in the lock.
+      await waitForRequest(rig, (e) => e.service === "auth" && e.reason === "fault: hang");
+      const impatient = await plugin(rig, dir, `iad.ocir.io/${ns}/other:1`, 2).done;
+      assert.equal(impatient.code, 1);
+      assert.equal(impatient.stdout, "");
+      assert.match(
+        impatient.stderr,
+        /^oke-credential-provider level=error step=cache msg="the invocation's deadline ran out during this step .*"\n$/,
+      );
+      const waiter = plugin(rig, dir, `iad.ocir.io/${ns}/third:1`);
+      emu.clearFaults();
+      await sleep(500); // lets the waiter reach the lock (it passes either way)
+      holder.child.kill("SIGKILL");
+      assert.equal((await holder.done).signal, "SIGKILL");
+      password(await waiter.done, "iad.ocir.io");
+      const mark = emu.requests.length;
+      password(await plugin(rig, dir, `iad.ocir.io/${ns}/app:1`).done, "iad.ocir.io");
+      assert.deepEqual(emu.requests.slice(mark), [], "the next one is served from the cache");
+    });
+
+    await step("processes killed at random moments of the cold path", undefined, async (dir) => {
+      const image = `iad.ocir.io/${ns}/app:1`;
+      const started = Date.now();
+      password(await plugin(rig, dir, image).done, "iad.ocir.io");
+      const span = Date.now() - started; // how long a cold run takes here
+      const kills: number[] = [];
+      for (let i = 0; i < 12; i++) {
+        // Every third round from nothing (federation), the others only the docker token.
+        for (const entry of Deno.readDirSync(dir)) {
+          if (
+            entry.name.startsWith("docker-") || (i % 3 === 0 && entry.name === "session.json")
+          ) {
+            Deno.removeSync(`${dir}/${entry.name}`);
+          }
+        }
+        const victim = plugin(rig, dir, image);
+        const at = Math.round(Math.random() * span * 1.2);
+        kills.push(at);
+        await sleep(at);
+        try {
+          victim.child.kill("SIGKILL");
+        } catch {
+          // it finished first
+        }
+        const run = await victim.done;
+        assert.ok(run.signal === "SIGKILL" || run.code === 0, run.stderr);
+        for (const line of run.stderr.split("\n").filter(Boolean)) assert.match(line, LOG_LINE);
+        await assertCacheSound(dir, `killed at ${kills.join(", ")} ms of ${span}`);
+      }
+      password(await plugin(rig, dir, image).done, "iad.ocir.io");
+      await assertCacheSound(dir, `after kills at ${kills.join(", ")} ms of ${span}`);
+    });
   },
-});
+  { extraRegions: [{ regionId: "eu-frankfurt-1" }] },
+);

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import * as x509 from "@peculiar/x509";
 import { decodeJwt } from "jose";
 import { startEmulator } from "./emulator/mod.ts";
-import { emulatorClient, importPkcs1 } from "./emulator/client.ts";
+import { importPkcs1 } from "./emulator/client.ts";
+import { emulatorTest } from "./support/emulator.ts";
 import { kubeletRequest, runPlugin } from "./plugin_process.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -24,44 +25,36 @@ async function sdkProbe(env: Record<string, string>, federation: string, registr
   return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
 }
 
-Deno.test({
-  name: "the official SDK (oci-common) federates and gets a docker token, through env alone",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    // oci-common cannot read multi-valued RDN subjects (PROTOCOL.md §6): one RDN per OU for it.
-    const emu = await startEmulator({ multiValuedRdn: false });
-    try {
-      await t.step(
-        "docker token issued; SDK quirks (x-date, SHA-1 keyId, host, purpose) accepted",
-        async () => {
-          const r = await sdkProbe(
-            emu.env,
-            "https://auth.us-ashburn-1.oraclecloud.com",
-            "iad.ocir.io",
-          );
-          assert.equal(r.code, 0, r.stderr);
-          const answer = JSON.parse(r.stdout);
-          assert.equal(answer.status, 200, r.stdout);
-          assert.equal(answer.body.expires_in, 3600);
-          assert.equal(decodeJwt(answer.body.token).tenancy, emu.instance.tenancy);
-          assert.match(answer.signedWith, /headers="x-date \(request-target\) host"/);
-          assert.equal(emu.counters.federations, 1);
-          assert.equal(emu.counters.dockerTokens, 1);
-          const served = emu.requests.filter((e) => e.service !== "proxy").map((e) =>
-            `${e.service} ${e.path} ${e.status}`
-          );
-          assert.ok(served.includes("auth /v1/x509 200"), served.join("\n"));
-          assert.ok(served.includes("ocir /20180419/docker/token 200"), served.join("\n"));
-          assert.deepEqual(
-            new Set(emu.connects),
-            new Set(["auth.us-ashburn-1.oraclecloud.com:443", "iad.ocir.io:443"]),
-          );
-        },
-      );
-    } finally {
-      await emu.close();
-    }
+emulatorTest(
+  "the official SDK (oci-common) federates and gets a docker token, through env alone",
+  async (t, { emu }) => {
+    await t.step(
+      "docker token issued; SDK quirks (x-date, SHA-1 keyId, host, purpose) accepted",
+      async () => {
+        const r = await sdkProbe(
+          emu.env,
+          "https://auth.us-ashburn-1.oraclecloud.com",
+          "iad.ocir.io",
+        );
+        assert.equal(r.code, 0, r.stderr);
+        const answer = JSON.parse(r.stdout);
+        assert.equal(answer.status, 200, r.stdout);
+        assert.equal(answer.body.expires_in, 3600);
+        assert.equal(decodeJwt(answer.body.token).tenancy, emu.instance.tenancy);
+        assert.match(answer.signedWith, /headers="x-date \(request-target\) host"/);
+        assert.equal(emu.counters.federations, 1);
+        assert.equal(emu.counters.dockerTokens, 1);
+        const served = emu.requests.filter((e) => e.service !== "proxy").map((e) =>
+          `${e.service} ${e.path} ${e.status}`
+        );
+        assert.ok(served.includes("auth /v1/x509 200"), served.join("\n"));
+        assert.ok(served.includes("ocir /20180419/docker/token 200"), served.join("\n"));
+        assert.deepEqual(
+          new Set(emu.connects),
+          new Set(["auth.us-ashburn-1.oraclecloud.com:443", "iad.ocir.io:443"]),
+        );
+      },
+    );
     await t.step(
       "with real-shaped certificates (one multi-valued RDN) the SDK fails, as on OCI",
       async () => {
@@ -81,14 +74,13 @@ Deno.test({
       },
     );
   },
-});
+  // oci-common cannot read multi-valued RDN subjects (PROTOCOL.md §6): one RDN per OU for it.
+  { multiValuedRdn: false },
+);
 
-Deno.test({
-  name: "IMDS v2 serves the identity and region, and refuses what IMDS refuses",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    const emu = await startEmulator();
+emulatorTest(
+  "IMDS v2 serves the identity and region, and refuses what IMDS refuses",
+  async (t, { emu }) => {
     const base = emu.env.OCI_METADATA_BASE_URL;
     const get = async (
       path: string,
@@ -97,74 +89,70 @@ Deno.test({
       const res = await fetch(`${base}/${path}`, { headers });
       return { status: res.status, body: await res.text(), type: res.headers.get("content-type") };
     };
-    try {
-      await t.step(
-        "leaf: OUs in one multi-valued RDN; key: PKCS#1 PEM of the leaf's key",
-        async () => {
-          const leaf = new x509.X509Certificate((await get("identity/cert.pem")).body);
-          const rdns = leaf.subjectName.toJSON();
-          const ouRdn = rdns.find((rdn) => rdn.OU);
-          assert.deepEqual(ouRdn?.OU, [
-            "opc-certtype:instance",
-            `opc-compartment:${emu.instance.compartment}`,
-            `opc-instance:${emu.instance.instanceId}`,
-            `opc-tenant:${emu.instance.tenancy}`,
-          ]);
-          const keyPem = (await get("identity/key.pem")).body;
-          assert.match(keyPem, /^-----BEGIN RSA PRIVATE KEY-----\n/);
-          const key = await importPkcs1(keyPem);
-          const data = new TextEncoder().encode("proof");
-          const sig = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", key, data);
-          const pub = await leaf.publicKey.export({ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, [
-            "verify",
-          ]);
-          assert.ok(await crypto.subtle.verify("RSASSA-PKCS1-v1_5", pub, sig, data));
-          const inter = new x509.X509Certificate((await get("identity/intermediate.pem")).body);
-          assert.ok(await leaf.verify({ publicKey: inter, signatureOnly: true }));
-        },
+    await t.step(
+      "leaf: OUs in one multi-valued RDN; key: PKCS#1 PEM of the leaf's key",
+      async () => {
+        const leaf = new x509.X509Certificate((await get("identity/cert.pem")).body);
+        const rdns = leaf.subjectName.toJSON();
+        const ouRdn = rdns.find((rdn) => rdn.OU);
+        assert.deepEqual(ouRdn?.OU, [
+          "opc-certtype:instance",
+          `opc-compartment:${emu.instance.compartment}`,
+          `opc-instance:${emu.instance.instanceId}`,
+          `opc-tenant:${emu.instance.tenancy}`,
+        ]);
+        const keyPem = (await get("identity/key.pem")).body;
+        assert.match(keyPem, /^-----BEGIN RSA PRIVATE KEY-----\n/);
+        const key = await importPkcs1(keyPem);
+        const data = new TextEncoder().encode("proof");
+        const sig = await crypto.subtle.sign("RSASSA-PKCS1-v1_5", key, data);
+        const pub = await leaf.publicKey.export({ name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" }, [
+          "verify",
+        ]);
+        assert.ok(await crypto.subtle.verify("RSASSA-PKCS1-v1_5", pub, sig, data));
+        const inter = new x509.X509Certificate((await get("identity/intermediate.pem")).body);
+        assert.ok(await leaf.verify({ publicKey: inter, signatureOnly: true }));
+      },
+    );
+    await t.step("region facts", async () => {
+      assert.equal((await get("instance/region")).body, "iad");
+      assert.equal((await get("instance/canonicalRegionName")).body, "us-ashburn-1");
+      const info = await get("instance/regionInfo/");
+      assert.equal(info.type, "application/json");
+      assert.deepEqual(JSON.parse(info.body), {
+        realmKey: "oc1",
+        realmDomainComponent: "oraclecloud.com",
+        regionKey: "IAD",
+        regionIdentifier: "us-ashburn-1",
+      });
+      assert.equal(JSON.parse((await get("instance/")).body).id, emu.instance.instanceId);
+    });
+    await t.step("no Authorization: Bearer Oracle: 401", async () => {
+      assert.equal((await get("identity/cert.pem", {})).status, 401);
+      assert.equal(
+        (await get("identity/cert.pem", { authorization: "Bearer oracle" })).status,
+        401,
       );
-      await t.step("region facts", async () => {
-        assert.equal((await get("instance/region")).body, "iad");
-        assert.equal((await get("instance/canonicalRegionName")).body, "us-ashburn-1");
-        const info = await get("instance/regionInfo/");
-        assert.equal(info.type, "application/json");
-        assert.deepEqual(JSON.parse(info.body), {
-          realmKey: "oc1",
-          realmDomainComponent: "oraclecloud.com",
-          regionKey: "IAD",
-          regionIdentifier: "us-ashburn-1",
-        });
-        assert.equal(JSON.parse((await get("instance/")).body).id, emu.instance.instanceId);
-      });
-      await t.step("no Authorization: Bearer Oracle: 401", async () => {
-        assert.equal((await get("identity/cert.pem", {})).status, 401);
+      assert.match(emu.requests.at(-1)?.reason ?? "", /Bearer Oracle/);
+    });
+    for (const h of ["Forwarded", "X-Forwarded-For", "X-Forwarded-Host"]) {
+      await t.step(`${h}: 400`, async () => {
         assert.equal(
-          (await get("identity/cert.pem", { authorization: "Bearer oracle" })).status,
-          401,
+          (await get("identity/key.pem", { authorization: "Bearer Oracle", [h]: "for=10.0.0.1" }))
+            .status,
+          400,
         );
-        assert.match(emu.requests.at(-1)?.reason ?? "", /Bearer Oracle/);
       });
-      for (const h of ["Forwarded", "X-Forwarded-For", "X-Forwarded-Host"]) {
-        await t.step(`${h}: 400`, async () => {
-          assert.equal(
-            (await get("identity/key.pem", { authorization: "Bearer Oracle", [h]: "for=10.0.0.1" }))
-              .status,
-            400,
-          );
-        });
-      }
-      await t.step("/opc/v1 and unknown paths: 404", async () => {
-        const v1 = await fetch(base.replace("/opc/v2", "/opc/v1") + "/identity/cert.pem");
-        assert.equal(v1.status, 404);
-        await v1.body?.cancel();
-        assert.equal((await get("identity/nothing.pem")).status, 404);
-      });
-      await t.step("IMDS answers are counted", () => {
-        assert.equal(emu.counters.imds, 7, "3 identity + 4 region answers; refusals not counted");
-      });
-    } finally {
-      await emu.close();
     }
+    await t.step("/opc/v1 and unknown paths: 404", async () => {
+      const v1 = await fetch(base.replace("/opc/v2", "/opc/v1") + "/identity/cert.pem");
+      assert.equal(v1.status, 404);
+      await v1.body?.cancel();
+      assert.equal((await get("identity/nothing.pem")).status, 404);
+    });
+    await t.step("IMDS answers are counted", () => {
+      assert.equal(emu.counters.imds, 7, "3 identity + 4 region answers; refusals not counted");
+    });
     await t.step("phx short code; full id elsewhere; older IMDS without regionInfo", async () => {
       const phx = await startEmulator({ region: "us-phoenix-1", regionInfo: false });
       const fra = await startEmulator({
@@ -231,74 +219,63 @@ Deno.test({
       await assert.rejects(startEmulator({ region: "eu-dedicated-1" }), /pass regionKey/);
     });
   },
-});
+);
 
-Deno.test({
-  name: "the CONNECT proxy tunnels served hosts only, and records every ask",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    const emu = await startEmulator();
-    const client = await emulatorClient(emu.env);
-    try {
-      await t.step("a foreign host is refused with 403 and recorded", async () => {
-        await assert.rejects(fetch("https://example.com/", { client }));
-        assert.ok(emu.connects.includes("example.com:443"));
-        const entry = emu.requests.find((e) =>
-          e.service === "proxy" && e.host === "example.com:443"
-        );
-        assert.equal(entry?.status, 403);
-        assert.match(entry?.reason ?? "", /not served/);
+emulatorTest(
+  "the CONNECT proxy tunnels served hosts only, and records every ask",
+  async (t, { emu, client }) => {
+    await t.step("a foreign host is refused with 403 and recorded", async () => {
+      await assert.rejects(fetch("https://example.com/", { client }));
+      assert.ok(emu.connects.includes("example.com:443"));
+      const entry = emu.requests.find((e) => e.service === "proxy" && e.host === "example.com:443");
+      assert.equal(entry?.status, 403);
+      assert.match(entry?.reason ?? "", /not served/);
+    });
+    await t.step("a served host on another port is refused", async () => {
+      await assert.rejects(fetch("https://iad.ocir.io:8443/v2/", { client }));
+      assert.ok(emu.connects.includes("iad.ocir.io:8443"));
+    });
+    await t.step(
+      "a served host on 443 goes through, with TLS verified against the CA",
+      async () => {
+        const res = await fetch("https://iad.ocir.io/v2/", { client });
+        assert.equal(res.status, 401);
+        await res.body?.cancel();
+        const untrusting = Deno.createHttpClient({ proxy: { url: emu.env.HTTPS_PROXY } });
+        try {
+          await assert.rejects(fetch("https://iad.ocir.io/v2/", { client: untrusting }));
+        } finally {
+          untrusting.close();
+        }
+      },
+    );
+    await t.step("plain proxying (not CONNECT) is refused with 405", async () => {
+      const conn = await Deno.connect({
+        hostname: "127.0.0.1",
+        port: Number(new URL(emu.env.HTTPS_PROXY).port),
       });
-      await t.step("a served host on another port is refused", async () => {
-        await assert.rejects(fetch("https://iad.ocir.io:8443/v2/", { client }));
-        assert.ok(emu.connects.includes("iad.ocir.io:8443"));
-      });
-      await t.step(
-        "a served host on 443 goes through, with TLS verified against the CA",
-        async () => {
-          const res = await fetch("https://iad.ocir.io/v2/", { client });
-          assert.equal(res.status, 401);
-          await res.body?.cancel();
-          const untrusting = Deno.createHttpClient({ proxy: { url: emu.env.HTTPS_PROXY } });
-          try {
-            await assert.rejects(fetch("https://iad.ocir.io/v2/", { client: untrusting }));
-          } finally {
-            untrusting.close();
-          }
-        },
+      await conn.write(
+        new TextEncoder().encode("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"),
       );
-      await t.step("plain proxying (not CONNECT) is refused with 405", async () => {
-        const conn = await Deno.connect({
-          hostname: "127.0.0.1",
-          port: Number(new URL(emu.env.HTTPS_PROXY).port),
-        });
-        await conn.write(
-          new TextEncoder().encode("GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"),
-        );
-        const buf = new Uint8Array(256);
-        const n = await conn.read(buf);
-        conn.close();
-        assert.match(text(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 405 /);
-        assert.ok(emu.connects.includes("http://example.com/"));
-      });
-      await t.step("env names a plugin needs", () => {
-        assert.deepEqual(Object.keys(emu.env).sort(), [
-          "DENO_CERT",
-          "HTTPS_PROXY",
-          "NO_PROXY",
-          "OCI_METADATA_BASE_URL",
-        ]);
-        assert.equal(emu.env.DENO_CERT, emu.caFile);
-        assert.equal(emu.env.NO_PROXY, "127.0.0.1,localhost");
-        assert.match(emu.env.OCI_METADATA_BASE_URL, /^http:\/\/127\.0\.0\.1:\d+\/opc\/v2$/);
-      });
-    } finally {
-      client.close();
-      await emu.close();
-    }
+      const buf = new Uint8Array(256);
+      const n = await conn.read(buf);
+      conn.close();
+      assert.match(text(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 405 /);
+      assert.ok(emu.connects.includes("http://example.com/"));
+    });
+    await t.step("env names a plugin needs", () => {
+      assert.deepEqual(Object.keys(emu.env).sort(), [
+        "DENO_CERT",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "OCI_METADATA_BASE_URL",
+      ]);
+      assert.equal(emu.env.DENO_CERT, emu.caFile);
+      assert.equal(emu.env.NO_PROXY, "127.0.0.1,localhost");
+      assert.match(emu.env.OCI_METADATA_BASE_URL, /^http:\/\/127\.0\.0\.1:\d+\/opc\/v2$/);
+    });
   },
-});
+);
 
 Deno.test({
   name: "deno task emulator prints the exports, serves, and stops on SIGTERM",

@@ -4,27 +4,21 @@
  * cache, untrusted TLS), run as kubelet runs the plugin, at the default log level; each run's
  * stderr is also checked for secrets.
  */
-import { runScenario, SCENARIOS, SecretWatch, startBench } from "./fault_scenarios.ts";
+import { emulatorTest } from "./support/emulator.ts";
+import { runScenario, SCENARIOS, SecretWatch } from "./support/fault_scenarios.ts";
 
-Deno.test({
-  name: "faults: every scenario ends as the operator is promised, in one line",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    const bench = await startBench();
+emulatorTest(
+  "faults: every scenario ends as the operator is promised, in one line",
+  async (t, rig) => {
     const watch = new SecretWatch();
-    try {
-      for (const scenario of SCENARIOS) {
-        await t.step(scenario.name, async () => {
-          await watch.addIdentity(bench.emu);
-          const { run } = await runScenario(bench, scenario, {
-            inspect: (run, dir) => watch.harvest(run, dir),
-          });
-          watch.assertClean(run.stderr, scenario.name);
+    for (const scenario of SCENARIOS) {
+      await t.step(scenario.name, async () => {
+        await watch.addIdentity(rig.emu);
+        const { run } = await runScenario(rig, scenario, {
+          inspect: (run, dir) => watch.harvest(run, dir),
         });
-      }
-    } finally {
-      await bench.emu.close();
+        watch.assertClean(run.stderr, scenario.name);
+      });
     }
   },
-});
+);

@@ -14,7 +14,7 @@ import { type ImageReference, ocirHost, parseImage } from "../lib/image.ts";
 import { API_VERSIONS, parseRequest, readRequest } from "../lib/kubelet.ts";
 import { formatLine } from "../lib/log.ts";
 import { REGIONS } from "../lib/regions.ts";
-import { fakeJwt, LOG_LINE } from "./fault_scenarios.ts";
+import { fakeJwt, LOG_LINE } from "./support/fault_scenarios.ts";
 
 const RUNS = 2000;
 

@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { ALLOWED_PATHS, PERMISSION_FLAGS } from "../scripts/build.ts";
-import { appImage, LOG_LINE, startBench } from "./fault_scenarios.ts";
+import { startRig } from "./support/emulator.ts";
+import { appImage, LOG_LINE } from "./support/fault_scenarios.ts";
 import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
 
 Deno.test({
@@ -15,7 +16,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async (t) => {
-    const bench = await startBench();
+    const bench = await startRig();
     const { emu } = bench;
     const run = (cacheDir: string): Promise<Run> =>
       startPlugin({

@@ -14,7 +14,8 @@
 import assert from "node:assert/strict";
 import { API_VERSIONS } from "../lib/kubelet.ts";
 import type { Emulator, RequestLogEntry } from "./emulator/mod.ts";
-import { PLANTED, runScenario, SCENARIOS, SecretWatch, startBench } from "./fault_scenarios.ts";
+import { emulatorTest } from "./support/emulator.ts";
+import { PLANTED, runScenario, SCENARIOS, SecretWatch } from "./support/fault_scenarios.ts";
 
 /** A request as kubelet sends it with KEP-4412 tokenAttributes: with the pod's token. */
 const requestWithToken = (image: string) =>
@@ -45,39 +46,32 @@ function assertEgress(emu: Emulator, requests: RequestLogEntry[], image: string,
   }
 }
 
-Deno.test({
-  name: "secrets: no scenario's stderr, at debug level, holds a secret; nothing goes astray",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async (t) => {
-    const bench = await startBench();
+emulatorTest(
+  "secrets: no scenario's stderr, at debug level, holds a secret; nothing goes astray",
+  async (t, rig) => {
     const watch = new SecretWatch();
     const seen: { name: string; stderr: string }[] = [];
-    try {
-      for (const scenario of SCENARIOS) {
-        await t.step(scenario.name, async () => {
-          await watch.addIdentity(bench.emu);
-          const { run, requests, image } = await runScenario(bench, scenario, {
-            level: "debug",
-            // Plain HTTP to anything but NO_PROXY's loopback IMDS would reach the proxy and show.
-            env: { HTTP_PROXY: bench.emu.env.HTTPS_PROXY },
-            request: requestWithToken,
-            inspect: (run, dir) => watch.harvest(run, dir),
-          });
-          seen.push({ name: scenario.name, stderr: run.stderr });
-          assertEgress(bench.emu, requests, image, scenario.name);
+    for (const scenario of SCENARIOS) {
+      await t.step(scenario.name, async () => {
+        await watch.addIdentity(rig.emu);
+        const { run, requests, image } = await runScenario(rig, scenario, {
+          level: "debug",
+          // Plain HTTP to anything but NO_PROXY's loopback IMDS would reach the proxy and show.
+          env: { HTTP_PROXY: rig.emu.env.HTTPS_PROXY },
+          request: requestWithToken,
+          inspect: (run, dir) => watch.harvest(run, dir),
         });
-      }
-      // Checked again at the end: a secret one scenario revealed may be in another's stderr.
-      await t.step("no stderr holds a secret that any scenario revealed", () => {
-        assert.equal(seen.length, SCENARIOS.length);
-        for (const { name, stderr } of seen) watch.assertClean(stderr, name);
+        seen.push({ name: scenario.name, stderr: run.stderr });
+        assertEgress(rig.emu, requests, image, scenario.name);
       });
-    } finally {
-      await bench.emu.close();
     }
+    // Checked again at the end: a secret one scenario revealed may be in another's stderr.
+    await t.step("no stderr holds a secret that any scenario revealed", () => {
+      assert.equal(seen.length, SCENARIOS.length);
+      for (const { name, stderr } of seen) watch.assertClean(stderr, name);
+    });
   },
-});
+);
 
 Deno.test("secrets: the watch sees a piece of a secret however it is wrapped, and nothing else", () => {
   const watch = new SecretWatch();

@@ -5,62 +5,11 @@
  * faults_test.ts runs every scenario at the default log level, secrets_test.ts again at debug.
  */
 import assert from "node:assert/strict";
-import type { Level } from "../lib/log.ts";
-import {
-  type Emulator,
-  type EmulatorOptions,
-  type RequestLogEntry,
-  startEmulator,
-} from "./emulator/mod.ts";
-import { pkcs1Pem, rsaKeyPair } from "./emulator/pki.ts";
-import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
-
-/** An emulator, and hooks called as each of its requests is answered (or dropped, or hung). */
-export interface Bench {
-  emu: Emulator;
-  hooks: Set<(entry: RequestLogEntry) => void>;
-}
-
-/** Starts an emulator whose request log the tests can react to as it happens. */
-export async function startBench(options: EmulatorOptions = {}): Promise<Bench> {
-  const hooks = new Set<(entry: RequestLogEntry) => void>();
-  const emu = await startEmulator({
-    ...options,
-    onRequest: (entry) => hooks.forEach((hook) => hook(entry)),
-  });
-  return { emu, hooks };
-}
-
-/**
- * Drops the connection of the endpoint's next request, and only that one: the emulator's `drop`
- * lasts until cleared, so the fault is cleared the moment the drop happens.
- */
-export function dropOnce(bench: Bench, endpoint: string): void {
-  bench.emu.fault(endpoint, { drop: true });
-  const hook = (entry: RequestLogEntry) => {
-    if (entry.reason !== "fault: drop") return;
-    bench.emu.clearFaults();
-    bench.hooks.delete(hook);
-  };
-  bench.hooks.add(hook);
-}
-
-/** Resolves once the emulator has logged a request that `match` accepts. */
-export function waitForRequest(
-  bench: Bench,
-  match: (entry: RequestLogEntry) => boolean,
-): Promise<RequestLogEntry> {
-  const seen = bench.emu.requests.find(match);
-  if (seen) return Promise.resolve(seen);
-  return new Promise((resolve) => {
-    const hook = (entry: RequestLogEntry) => {
-      if (!match(entry)) return;
-      bench.hooks.delete(hook);
-      resolve(entry);
-    };
-    bench.hooks.add(hook);
-  });
-}
+import type { Level } from "../../lib/log.ts";
+import type { Emulator, RequestLogEntry } from "../emulator/mod.ts";
+import { pkcs1Pem, rsaKeyPair } from "../emulator/pki.ts";
+import { kubeletRequest, type PluginRun as Run, startPlugin } from "../plugin_process.ts";
+import { dropOnce, type Rig } from "./emulator.ts";
 
 /** The image of most scenarios. */
 export const appImage = (emu: Emulator) => `iad.ocir.io/${emu.namespace}/app:1`;
@@ -82,7 +31,7 @@ export type Outcome =
 export interface Scenario {
   name: string;
   /** Sets faults up (after clearFaults()); `cacheDir` is fresh and empty. */
-  arrange?(bench: Bench, cacheDir: string): void | Promise<void>;
+  arrange?(rig: Rig, cacheDir: string): void | Promise<void>;
   /** The image asked for; default {@linkcode appImage}. */
   image?: string | ((emu: Emulator) => string);
   /** `--timeout`, seconds (default 15); the safety net kills the process 10 s after it. */
@@ -115,20 +64,20 @@ export interface RunOptions {
 const LEVEL_RANK: Record<Level, number> = { error: 0, warn: 1, info: 2, debug: 3 };
 
 /**
- * Runs one scenario on the bench, asserts its outcome, and returns the run with its share of
+ * Runs one scenario on the rig, asserts its outcome, and returns the run with its share of
  * the request log.
  */
 export async function runScenario(
-  bench: Bench,
+  rig: Rig,
   scenario: Scenario,
   options: RunOptions = {},
 ): Promise<{ run: Run; requests: RequestLogEntry[]; image: string }> {
-  const { emu } = bench;
+  const { emu } = rig;
   emu.clearFaults();
-  bench.hooks.clear();
+  rig.hooks.clear();
   const dir = await Deno.makeTempDir({ prefix: "okecp-fault-" });
   try {
-    await scenario.arrange?.(bench, dir);
+    await scenario.arrange?.(rig, dir);
     // The more verbose of the two: a scenario that checks its info lines needs at least info.
     const levels = [options.level ?? "warn", scenario.level ?? "warn"];
     const level = levels.reduce((a, b) => LEVEL_RANK[a] >= LEVEL_RANK[b] ? a : b);
@@ -159,7 +108,7 @@ export async function runScenario(
     return { run, requests, image };
   } finally {
     emu.clearFaults();
-    bench.hooks.clear();
+    rig.hooks.clear();
     await scenario.restore?.(emu);
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
@@ -431,7 +380,7 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: "IMDS drops a connection, then serves",
-    arrange: (bench) => dropOnce(bench, "imds:identity/cert.pem"),
+    arrange: (rig) => dropOnce(rig, "imds:identity/cert.pem"),
     level: "info",
     expect: { ok: true },
     check: retried("imds", "IMDS", 1),
@@ -455,7 +404,7 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: "the auth service drops a connection, then federates",
-    arrange: (bench) => dropOnce(bench, "auth"),
+    arrange: (rig) => dropOnce(rig, "auth"),
     level: "info",
     expect: { ok: true },
     check: retried("auth", "federation", 1),
@@ -479,7 +428,7 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: "OCIR drops a connection, then issues",
-    arrange: (bench) => dropOnce(bench, "ocir"),
+    arrange: (rig) => dropOnce(rig, "ocir"),
     level: "info",
     expect: { ok: true },
     check: retried("ocir", "OCIR-token", 1),
