@@ -1,3 +1,4 @@
+/** Every network call (lib/http.ts): retries, Retry-After, timeouts, the deadline, errors. */
 import assert from "node:assert/strict";
 import { deadline } from "../lib/deadline.ts";
 import { call, readJson } from "../lib/http.ts";
@@ -25,8 +26,7 @@ const hang = (req: Request) =>
     req.signal.addEventListener("abort", () => resolve(new Response("")))
   );
 
-const lines: string[] = [];
-const log = createLogger("debug", (l) => lines.push(l));
+const log = createLogger("debug", () => {});
 const options = (seconds = 10) => ({
   step: "IMDS" as const,
   deadline: deadline(seconds),
@@ -141,7 +141,12 @@ Deno.test("readJson names what came instead of a JSON object", async () => {
   await s.close();
 });
 
-Deno.test("retries are logged at info level with the attempt count", () => {
+Deno.test("retries are logged at info level with the attempt count", async () => {
+  const lines: string[] = [];
+  const s = serve(() => new Response("", { status: 503 }), () => new Response("ok"));
+  const logged = createLogger("debug", (l) => lines.push(l));
+  await (await call(s.url, get, { ...options(), log: logged })).text();
+  await s.close();
   assert.ok(
     lines.some((l) =>
       /level=info step=IMDS host=127\.0\.0\.1:\d+ msg="HTTP 503; retrying in \d+ ms \(attempt 2 of 5\)"/
