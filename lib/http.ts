@@ -2,8 +2,9 @@
  * Every network call of the plugin goes through {@linkcode call}: the invocation's deadline
  * (lib/deadline.ts) over it all, a timeout per attempt, retries with exponential backoff and full
  * jitter that honour `Retry-After`, and failures turned into one-line {@linkcode PluginError}s
- * naming the step, the host and the status. Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs (`DENO_CERT`) are the
- * Deno runtime's own behaviour for `fetch`; nothing here changes them, and TLS is never relaxed.
+ * naming the step, the host and the status. Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs
+ * (`DENO_CERT`) are the Deno runtime's own behaviour for `fetch`; nothing here changes them, and
+ * TLS is never relaxed.
  *
  * @module
  */
