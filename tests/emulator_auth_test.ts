@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as x509 from "@peculiar/x509";
 import { decodeJwt } from "jose";
 import type { Emulator } from "./emulator/mod.ts";
-import { emulatorTest } from "./support/emulator.ts";
+import { type EmulatorFixture, emulatorTest } from "./support/emulator.ts";
 import {
   certFingerprint,
   fetchIdentity,
@@ -90,15 +90,17 @@ async function rogueIdentity(f: Fixture): Promise<Identity> {
   return { leaf, intermediate: ca, leafKey: keys.privateKey, tenancy: f.id.tenancy };
 }
 
+/** The emulator test's fixture with the instance identity from IMDS and a session key. */
+async function withIdentity({ emu, client }: EmulatorFixture): Promise<Fixture> {
+  const id = await fetchIdentity(emu.env.OCI_METADATA_BASE_URL);
+  return { emu, client, id, session: await sessionKeyPair() };
+}
+
 emulatorTest(
   "auth accepts each SDK's federation request shape",
-  async (t, { emu, client }) => {
-    const f: Fixture = {
-      emu,
-      client,
-      id: await fetchIdentity(emu.env.OCI_METADATA_BASE_URL),
-      session: await sessionKeyPair(),
-    };
+  async (t, fx) => {
+    const { emu, client } = fx;
+    const f = await withIdentity(fx);
     await t.step("Go: fed-x509-sha256, date, fingerprintAlgorithm, no host", async () => {
       const r = await federation(f);
       assert.equal(r.status, 200, JSON.stringify(r.json));
@@ -162,13 +164,9 @@ emulatorTest(
 
 emulatorTest(
   "auth rejects a request that breaks a rule, and logs why",
-  async (t, { emu, client }) => {
-    const f: Fixture = {
-      emu,
-      client,
-      id: await fetchIdentity(emu.env.OCI_METADATA_BASE_URL),
-      session: await sessionKeyPair(),
-    };
+  async (t, fx) => {
+    const { emu, client } = fx;
+    const f = await withIdentity(fx);
     const step = (name: string, fn: () => Promise<void>) => t.step(name, fn);
     await step(
       "bad signature",
