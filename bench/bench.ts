@@ -13,7 +13,8 @@
  *   --warm N      warm plugin runs per profile, each of two kinds (30); also the empty program
  *   --sdk N       official-SDK runs per profile (15)
  *   --storms N    rounds of 16 and of 64 concurrent cold invocations per profile (3)
- *   --steps N     instrumented cold runs per variant, for "where the time goes" (7)
+ *   --steps N     cold runs per variant read from the product's own timings, for "where the
+ *                 time goes" (7)
  *   --imports N   fresh processes per module, for the import costs (10)
  *
  * Output is Markdown, to paste into BENCHMARKS.md.
@@ -22,7 +23,6 @@
  */
 
 import { parseArgs } from "node:util";
-import { generateSessionKey } from "../lib/federation.ts";
 import { type Emulator, type RequestLogEntry, startEmulator } from "../tests/emulator/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -117,8 +117,7 @@ async function spawn(args: string[], env: Record<string, string>, stdin = ""): P
     args: argv,
     cwd: ROOT,
     clearEnv: true,
-    // cold_steps.ts counts its steps from here, in the same (epoch) clock.
-    env: { ...env, BENCH_SPAWNED_AT: String(performance.timeOrigin + start) },
+    env,
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -303,74 +302,100 @@ async function importCosts(emu: Emulator): Promise<string> {
   );
 }
 
-type Marks = { marks: [string, number][]; keygenMs: number };
+/** What bench/cold_run.ts prints: the product's own marks and measures of one real run. */
+interface ColdRun {
+  status: number;
+  /** When the runtime started, epoch ms; entries count from here. */
+  timeOrigin: number;
+  entries: { name: string; entryType: string; startTime: number; duration: number }[];
+}
 
+/** One timed cold run: what it recorded, and what the bench saw from outside. */
+interface TimedColdRun {
+  run: ColdRun;
+  spawnedAt: number;
+  exitMs: number;
+  /** How long the emulator held each HTTPS request, by service. */
+  inEmulator: Record<string, number>;
+}
+
+/** Milliseconds from the first start to the last end of the measures named `name`. */
+function span(r: ColdRun, name: string): number | undefined {
+  const all = r.entries.filter((e) => e.entryType === "measure" && e.name === name);
+  if (all.length === 0) return undefined;
+  const start = Math.min(...all.map((e) => e.startTime));
+  return Math.max(...all.map((e) => e.startTime + e.duration)) - start;
+}
+
+/**
+ * Where a cold invocation's time goes, read from the real code's own `performance` entries
+ * (lib/http.ts measures each call by step, lib/federation.ts the key generation, lib/plugin.ts
+ * marks the cache miss): no copy of the cold path is timed.
+ */
 async function coldSteps(emu: Emulator, profile: Profile): Promise<string> {
-  // One pre-made key for the "session key made in advance" variant.
-  const pair = await generateSessionKey();
-  const keyFile = `${tmp}/session-key.json`;
-  await Deno.writeTextFile(
-    keyFile,
-    JSON.stringify({
-      pkcs8: new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey)).toBase64(),
-      spki: new Uint8Array(await crypto.subtle.exportKey("spki", pair.publicKey)).toBase64(),
-    }),
-  );
-  const variants: [string, string[]][] = [
-    ["as mod.ts does it", []],
-    ["+ TLS crypto warmed while the key is generated", ["--warm-tls"]],
-    ["+ session key made in advance", ["--session-key", keyFile]],
-  ];
-  const results: (Marks & { exitMs: number; inEmulator: Record<string, number> })[][] = variants
-    .map(() => []);
+  const variants = ["empty cache", "session cached"];
+  const results: TimedColdRun[][] = variants.map(() => []);
   for (let i = 0; i < COUNTS.steps; i++) {
-    for (const [k, [, extra]] of variants.entries()) {
-      const dir = `${tmp}/steps-${k}-${i}`;
+    const dir = `${tmp}/steps-${i}`;
+    for (const k of variants.keys()) {
+      // The second run finds the session the first cached, but no docker token.
+      if (k === 1) await Deno.remove(`${dir}/docker-${profile.host}.json`);
       const first = emu.requests.length;
       const run = await spawn(
-        ["run", "-A", `${BENCH}cold_steps.ts`, dir, profile.host, ...extra],
+        ["run", "-A", `${BENCH}cold_run.ts`, "--cache-dir", dir],
         childEnv(emu),
+        request(profile.host),
       );
-      if (run.code !== 0) fail("cold_steps.ts", run);
-      // How long the emulator held each HTTPS request: injected latency plus its own work.
+      if (run.code !== 0) fail("cold_run.ts", run);
       const inEmulator = Object.fromEntries(
         emu.requests.slice(first).filter((e) => e.service === "auth" || e.service === "ocir")
           .map((e) => [e.service, answeredAt.get(e)! - e.at]),
       );
-      results[k].push({ ...JSON.parse(run.stdout), exitMs: run.ms, inEmulator });
+      results[k].push({
+        run: JSON.parse(run.stdout),
+        spawnedAt: run.spawnedAt,
+        exitMs: run.ms,
+        inEmulator,
+      });
     }
   }
-  const names = results[0][0].marks.map(([name]) => name);
-  const step = (r: Marks, j: number) => r.marks[j][1] - (j === 0 ? 0 : r.marks[j - 1][1]);
-  const rows = names.map((name, j) => [
-    j === 0 ? "process start until the first line runs" : name,
-    ...results.map((rs) => ms(median(rs.map((r) => step(r, j))))),
-  ]);
-  rows.push(
-    [
-      "(session key generation, overlapping the above)",
-      ...results.map((rs) => ms(median(rs.map((r) => r.keygenMs)))),
-    ],
-    ["**spawn to exit**", ...results.map((rs) => `**${ms(median(rs.map((r) => r.exitMs)))}**`)],
+  const missed = (r: TimedColdRun) => {
+    const mark = r.run.entries.find((e) => e.name === "cache missed");
+    return mark && r.run.timeOrigin + mark.startTime - r.spawnedAt;
+  };
+  const rows: [string, (r: TimedColdRun) => number | undefined][] = [
+    ["runtime started (ms after spawn)", (r) => r.run.timeOrigin - r.spawnedAt],
+    ["request read, cache missed (ms after spawn)", missed],
+    ["session key generation (overlaps IMDS)", (r) => span(r.run, "session key")],
+    ["IMDS (4 requests in parallel)", (r) => span(r.run, "IMDS")],
+    ["federation", (r) => span(r.run, "federation")],
+    ["OCIR token", (r) => span(r.run, "OCIR token")],
+    ["**spawn to exit**", (r) => r.exitMs],
+  ];
+  const cell = (runs: TimedColdRun[], f: (r: TimedColdRun) => number | undefined) => {
+    const values = runs.map(f).filter((v): v is number => v !== undefined);
+    return values.length ? ms(median(values)) : "—";
+  };
+  const steps = table(
+    ["step (ms, median)", ...variants],
+    rows.map(([name, f]) => [name, ...results.map((runs) => cell(runs, f))]),
   );
-  const steps = table(["step (ms, median)", ...variants.map(([v]) => v)], rows);
-  // The two HTTPS steps of the first variant, split into what the emulator and the client did.
-  const inside = (service: "auth" | "ocir", stepName: string) => {
-    const j = names.indexOf(stepName);
-    const client = median(results[0].map((r) => step(r, j)));
+  // The two HTTPS steps of an empty-cache run, split into what the emulator and the client did.
+  const inside = (service: "auth" | "ocir", step: string) => {
+    const client = median(results[0].map((r) => span(r.run, step)!));
     const held = median(results[0].map((r) => r.inEmulator[service]));
     const latency = profile.latency[service];
-    return [stepName, ms(client), String(latency), ms(held - latency), ms(client - held)];
+    return [step, ms(client), String(latency), ms(held - latency), ms(client - held)];
   };
   const split = table(
     [
-      "HTTPS step, as mod.ts does it (ms, median)",
+      "HTTPS step, empty cache (ms, median)",
       "client",
       "emulator: injected latency",
       "emulator: its own work",
       "rest: connection, TLS, transfer, signing",
     ],
-    [inside("auth", "federated"), inside("ocir", "docker token received")],
+    [inside("auth", "federation"), inside("ocir", "OCIR token")],
   );
   return `${steps}\n\n${split}`;
 }

@@ -2,9 +2,10 @@
  * Every network call of the plugin goes through {@linkcode call}: the invocation's deadline
  * (lib/deadline.ts) over it all, a timeout per attempt, retries with exponential backoff and full
  * jitter that honour `Retry-After`, and failures turned into one-line {@linkcode PluginError}s
- * naming the step, the host and the status. Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs
- * (`DENO_CERT`) are the Deno runtime's own behaviour for `fetch`; nothing here changes them, and
- * TLS is never relaxed.
+ * naming the step, the host and the status. Each answered call is recorded as a
+ * `performance.measure` named by its step: `deno task bench` reads them to time the real code.
+ * Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs (`DENO_CERT`) are the Deno runtime's own
+ * behaviour for `fetch`; nothing here changes them, and TLS is never relaxed.
  *
  * @module
  */
@@ -158,11 +159,15 @@ export async function call(
     );
   }
   const attempts = options.attempts ?? 5;
+  const started = performance.now();
   for (let attempt = 0;; attempt++) {
     if (expired(options.deadline)) throw deadlineError(step, host);
     const timeoutMs = Math.min(remaining(options.deadline), options.attemptTimeoutMs ?? 10_000);
     const outcome = await attemptOnce(url, await request(), options, timeoutMs);
-    if (outcome instanceof Response) return outcome;
+    if (outcome instanceof Response) {
+      performance.measure(step, { start: started, detail: host });
+      return outcome;
+    }
     const { failure, retry } = outcome;
     if (!retry || attempt + 1 >= attempts) throw failure;
     const wait = outcome.wait ?? backoff(attempt);
