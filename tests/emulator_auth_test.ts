@@ -99,7 +99,7 @@ async function withIdentity({ emu, client }: EmulatorFixture): Promise<Fixture> 
 emulatorTest(
   "auth accepts each SDK's federation request shape",
   async (t, fx) => {
-    const { emu, client } = fx;
+    const { emu } = fx;
     const f = await withIdentity(fx);
     await t.step("Go: fed-x509-sha256, date, fingerprintAlgorithm, no host", async () => {
       const r = await federation(f);
