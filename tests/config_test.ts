@@ -11,7 +11,7 @@ import {
   parseSchemelessURL,
   pathMatch,
   splitHostPort,
-} from "./kubelet_glob.ts";
+} from "./support/kubelet_glob.ts";
 
 const CONFIG_PATH = new URL("../config/credential-provider-config.yaml", import.meta.url);
 const PROVIDER_NAME = "oke-credential-provider";
