@@ -5,6 +5,12 @@
  * unreadable is treated as absent and rewritten. A lock file serializes the processes that miss
  * the cache, so that only one of them federates; the kernel drops the lock if its holder dies.
  *
+ * The plugin runs as root, so a directory or file someone else controls must never be trusted:
+ * the directory must be this process's user's own, not a symbolic link and writable by no one
+ * else; files are never opened through a symbolic link (Deno has no O_NOFOLLOW: each file is
+ * checked with lstat before opening and the open handle's device and inode compared after),
+ * files owned by another user are ignored, and new files are only ever created exclusively.
+ *
  * This module is on the warm path: it imports nothing heavy.
  *
  * @module
@@ -50,16 +56,92 @@ export function refreshTime(issuedAt: number, expiresAt: number): number {
   return expiresAt - Math.min(300, Math.floor((expiresAt - issuedAt) / 10));
 }
 
+import { PluginError } from "./errors.ts";
+
 const now = () => Date.now() / 1000;
 const isString = (v: unknown): v is string => typeof v === "string" && v !== "";
 const isTime = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
 
-async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
+// Cache files are small JSON documents; anything bigger was not written by the plugin.
+const MAX_FILE_BYTES = 64 * 1024;
+
+const refused = (reason: string) => new PluginError("cache", "REFUSED", reason);
+
+/** Stats `path` without following a symbolic link; undefined when nothing is there. */
+async function lstatIfAny(path: string): Promise<Deno.FileInfo | undefined> {
   try {
-    const value = JSON.parse(await Deno.readTextFile(path));
+    return await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}
+
+/** Why a directory may not hold the cache, or undefined when it may. */
+function unsafeDirectory(info: Deno.FileInfo): string | undefined {
+  if (info.isSymlink) return "is a symbolic link";
+  if (!info.isDirectory) return "is not a directory";
+  const uid = Deno.uid();
+  if (info.uid !== uid) return `is owned by uid ${info.uid}, not by this process's uid ${uid}`;
+  const mode = (info.mode ?? 0) & 0o777;
+  if (mode & 0o022) {
+    return `is writable by other users (mode ${mode.toString(8).padStart(4, "0")})`;
+  }
+  return undefined;
+}
+
+const sameFile = (a: Deno.FileInfo, b: Deno.FileInfo) => a.dev === b.dev && a.ino === b.ino;
+
+/**
+ * Opens an existing regular file of this user's without following a symbolic link: what `lstat`
+ * saw at the path must be the very file the handle has open, else someone swapped it meanwhile.
+ */
+async function openOwnFile(
+  path: string,
+  before: Deno.FileInfo,
+  options: Deno.OpenOptions,
+): Promise<Deno.FsFile> {
+  if (!before.isFile) {
+    throw refused(`${path} is ${before.isSymlink ? "a symbolic link" : "not a regular file"}`);
+  }
+  if (before.uid !== Deno.uid()) throw refused(`${path} is owned by uid ${before.uid}`);
+  const file = await Deno.open(path, options);
+  try {
+    if (sameFile(before, await file.stat())) return file;
+  } catch (e) {
+    file.close();
+    throw e;
+  }
+  file.close();
+  throw refused(`${path} was replaced while it was being opened`);
+}
+
+async function readJson(dir: string, name: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const info = await lstatIfAny(dir);
+    if (!info || unsafeDirectory(info)) return undefined;
+    const path = `${dir}/${name}`;
+    const before = await lstatIfAny(path);
+    if (!before || before.size > MAX_FILE_BYTES) return undefined;
+    const file = await openOwnFile(path, before, { read: true });
+    let text: string;
+    try {
+      const bytes = new Uint8Array(before.size);
+      let filled = 0;
+      while (filled < bytes.length) {
+        const n = await file.read(bytes.subarray(filled));
+        if (n === null) break;
+        filled += n;
+      }
+      text = new TextDecoder().decode(bytes.subarray(0, filled));
+    } finally {
+      file.close();
+    }
+    const value = JSON.parse(text);
     return typeof value === "object" && value !== null ? value : undefined;
   } catch {
-    return undefined; // absent, unreadable or corrupt: the same as no cache
+    // Absent, unreadable, corrupt, planted by someone else: the same as no cache.
+    return undefined;
   }
 }
 
@@ -73,8 +155,11 @@ async function readJson(path: string): Promise<Record<string, unknown> | undefin
  * ```
  */
 export function dockerTokenPath(dir: string, host: string): string {
-  return `${dir}/docker-${host}.json`;
+  return `${dir}/${dockerTokenName(host)}`;
 }
+
+const dockerTokenName = (host: string) => `docker-${host}.json`;
+const SESSION_NAME = "session.json";
 
 /**
  * The cached docker token for `host`, if there is one still worth using.
@@ -89,7 +174,7 @@ export async function readDockerToken(
   host: string,
   at = now(),
 ): Promise<CachedDockerToken | undefined> {
-  const v = await readJson(dockerTokenPath(dir, host));
+  const v = await readJson(dir, dockerTokenName(host));
   if (
     !v || v.host !== host || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) ||
     !isString(v.fingerprint) || !isString(v.tenancy) || v.refreshAt <= at
@@ -106,7 +191,7 @@ export async function readDockerToken(
  * ```
  */
 export async function readSession(dir: string, at = now()): Promise<CachedSession | undefined> {
-  const v = await readJson(`${dir}/session.json`);
+  const v = await readJson(dir, SESSION_NAME);
   if (
     !v || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) ||
     !isString(v.fingerprint) ||
@@ -116,7 +201,10 @@ export async function readSession(dir: string, at = now()): Promise<CachedSessio
 }
 
 /**
- * Makes sure `dir` exists as a directory only its owner can use. Throws when it cannot.
+ * Makes sure `dir` exists as a directory only this process's user can use: created 0700 when
+ * missing, tightened to 0700 when merely readable by others. Throws a {@linkcode PluginError}
+ * (step `cache`) for one that is a symbolic link, not a directory, owned by another user or
+ * writable by others: a token read from or written to it could be planted or stolen.
  *
  * @example
  * ```ts
@@ -124,14 +212,24 @@ export async function readSession(dir: string, at = now()): Promise<CachedSessio
  * ```
  */
 export async function prepareCacheDir(dir: string): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const info = await Deno.stat(dir);
-  if (!info.isDirectory) throw new Error(`${dir} is not a directory`);
+  let info = await lstatIfAny(dir);
+  if (!info) {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    info = await Deno.lstat(dir);
+  }
+  const unsafe = unsafeDirectory(info);
+  if (unsafe) {
+    throw refused(
+      `${unsafe}: make it a directory of the plugin's user, mode 0700, or point --cache-dir elsewhere`,
+    );
+  }
   if (((info.mode ?? 0) & 0o777) !== 0o700) await Deno.chmod(dir, 0o700);
-  // Prove we can write: a read-only directory should be found now, not after federating.
-  const probe = `${dir}/.probe-${Deno.pid}`;
-  await Deno.writeTextFile(probe, "", { mode: 0o600 });
+  // Prove we can write: a read-only directory should be found now, not after federating. A
+  // random name created exclusively: nothing planted at a predictable path is ever opened.
+  const probe = `${dir}/.probe-${crypto.randomUUID()}`;
+  (await Deno.open(probe, { write: true, createNew: true, mode: 0o600 })).close();
   await Deno.remove(probe);
+  if (!sameFile(info, await Deno.lstat(dir))) throw refused("was replaced while being checked");
 }
 
 async function writeAtomically(path: string, value: unknown): Promise<void> {
@@ -174,7 +272,7 @@ export async function writeDockerToken(dir: string, entry: CachedDockerToken): P
  * ```
  */
 export async function writeSession(dir: string, session: CachedSession): Promise<void> {
-  await writeAtomically(`${dir}/session.json`, session);
+  await writeAtomically(`${dir}/${SESSION_NAME}`, session);
 }
 
 async function removeMatching(dir: string, pattern: RegExp): Promise<void> {
@@ -209,6 +307,24 @@ export async function removeTempFiles(dir: string): Promise<void> {
 }
 
 /**
+ * Opens the lock file, creating it exclusively when absent; a lock path that is a directory, a
+ * symbolic link (dangling or not) or another user's file is refused, never followed.
+ */
+async function openLockFile(path: string): Promise<Deno.FsFile> {
+  const options = { read: true, write: true };
+  for (;;) {
+    const before = await lstatIfAny(path);
+    if (before) return await openOwnFile(path, before, options);
+    try {
+      return await Deno.open(path, { ...options, createNew: true, mode: 0o600 });
+    } catch (e) {
+      // Another process created it between our lstat and open: look again.
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+  }
+}
+
+/**
  * Takes the cache's exclusive lock, waiting at most until `signal` aborts. The lock is the
  * kernel's (flock), so a holder killed with SIGKILL releases it.
  *
@@ -223,12 +339,7 @@ export async function removeTempFiles(dir: string): Promise<void> {
  * ```
  */
 export async function lockCache(dir: string, signal: AbortSignal): Promise<{ release(): void }> {
-  const file = await Deno.open(`${dir}/lock`, {
-    read: true,
-    write: true,
-    create: true,
-    mode: 0o600,
-  });
+  const file = await openLockFile(`${dir}/lock`);
   const aborted = new Promise<never>((_, reject) => {
     const fail = () => reject(new DOMException("waiting for the cache lock", "TimeoutError"));
     if (signal.aborted) fail();

@@ -78,21 +78,45 @@ function assertTrustedHost(registry: OcirHost, identity: InstanceIdentity): void
   );
 }
 
+/** Why the cache cannot be used, for the warning: the plugin's words where it refused it. */
+function cacheProblem(e: unknown): string {
+  // The released binary may write only where scripts/build.ts allows; Deno's own message would
+  // advise a flag that a compiled binary cannot take.
+  if (e instanceof Deno.errors.NotCapable) {
+    return "it is outside the paths this binary may write (/var/lib/oke-credential-provider); use the default --cache-dir or mount storage there";
+  }
+  return e instanceof PluginError && e.step === "cache" ? e.reason : describe(e);
+}
+
 /** Opens the cache, or explains on stderr why the plugin goes on without one. */
 async function usableCacheDir(settings: Settings): Promise<string | undefined> {
   try {
     await prepareCacheDir(settings.cacheDir);
     return settings.cacheDir;
   } catch (e) {
-    // The released binary may write only where scripts/build.ts allows; Deno's own message would
-    // advise a flag that a compiled binary cannot take.
-    const why = e instanceof Deno.errors.NotCapable
-      ? "it is outside the paths this binary may write (/var/lib/oke-credential-provider, /tmp); use the default --cache-dir or mount storage there"
-      : describe(e);
     settings.log.warn(
       "cache",
-      `cannot use cache directory ${settings.cacheDir} (${why}); answering without caching`,
+      `cannot use cache directory ${settings.cacheDir} (${
+        cacheProblem(e)
+      }); answering without caching`,
     );
+    return undefined;
+  }
+}
+
+/**
+ * Takes the cache lock. A lock that cannot be taken (its path a directory or a symbolic link)
+ * costs only the cache, never the answer; running out of time waiting for it is the deadline's.
+ */
+async function lockOrNoCache(
+  dir: string,
+  { deadline, log }: Settings,
+): Promise<{ release(): void } | undefined> {
+  try {
+    return await lockCache(dir, deadline.signal);
+  } catch (e) {
+    if (deadline.signal.aborted) throw deadlineError("cache");
+    log.warn("cache", `cannot lock ${dir} (${cacheProblem(e)}); answering without caching`);
     return undefined;
   }
 }
@@ -185,13 +209,9 @@ export async function obtainDockerToken(
   settings: Settings,
 ): Promise<CachedDockerToken> {
   const { log, deadline } = settings;
-  const dir = await usableCacheDir(settings);
-  let lock: { release(): void } | undefined;
-  if (dir) {
-    lock = await lockCache(dir, deadline.signal).catch((e) => {
-      throw deadline.signal.aborted ? deadlineError("cache") : e;
-    });
-  }
+  let dir = await usableCacheDir(settings);
+  const lock = dir ? await lockOrNoCache(dir, settings) : undefined;
+  if (!lock) dir = undefined;
   try {
     if (dir) await removeTempFiles(dir);
     const cached = dir ? await readDockerToken(dir, registry.host) : undefined;

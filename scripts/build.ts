@@ -37,30 +37,43 @@ export const ALLOWED_ENV = [
 ] as const;
 
 /**
- * Files the plugin may read and write: its cache directory, and /tmp so that an operator who is
- * not root can point `--cache-dir` there to run `doctor`. Nothing else on the node (kubelet's own
- * credentials in /var/lib/kubelet and /etc/kubernetes above all) is readable by the plugin or its
- * dependencies. A `--cache-dir` elsewhere fails with a permission error in the compiled binary;
- * mount the desired storage at the default path instead.
+ * Files the plugin may read and write: its cache directory and nothing else on the node
+ * (kubelet's own credentials in /var/lib/kubelet and /etc/kubernetes above all are out of reach
+ * of the plugin and its dependencies). No /tmp: a directory every user can write is no place for
+ * root's tokens. A `--cache-dir` elsewhere fails with a permission error in the compiled binary
+ * (the plugin then answers without caching); mount the desired storage at the default path.
  */
-export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR, "/tmp"] as const;
+export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR] as const;
 
 /**
- * Deno permissions baked into the binaries. `--allow-net` has no host list because the hosts are
- * open-ended: every region's OCIR and auth endpoints in every realm, dedicated realms no table
- * knows, IMDS, and the URLs given by OCI_METADATA_BASE_URL / OCI_SDK_AUTH_CLIENT_REGION_URL. The
- * plugin's own code refuses to contact hosts that are not OCIR or OCI (lib/image.ts). No
- * --allow-run, --allow-sys, --allow-ffi: the plugin needs none. `--no-prompt` because nobody can
- * answer a prompt under kubelet.
+ * Deno permissions for a plugin that may read and write `paths`; the release binaries bake in
+ * {@linkcode PERMISSION_FLAGS}, this set for the default cache directory. `--allow-net` has no
+ * host list because the hosts are open-ended: every region's OCIR and auth endpoints in every
+ * realm, dedicated realms no table knows, IMDS, and the URLs given by OCI_METADATA_BASE_URL /
+ * OCI_SDK_AUTH_CLIENT_REGION_URL; the plugin's own code decides which hosts receive a token
+ * (lib/image.ts, trustedRegistry). `--allow-sys=uid` only: the cache must belong to the
+ * process's own user. No --allow-run, --allow-ffi. `--no-prompt` because nobody can answer a
+ * prompt under kubelet.
+ *
+ * @example
+ * ```ts
+ * permissionFlags([await Deno.makeTempDir()]); // a test's own cache directory
+ * ```
  */
-export const PERMISSION_FLAGS = [
-  "--allow-net",
-  `--allow-env=${ALLOWED_ENV.join(",")}`,
-  `--allow-read=${ALLOWED_PATHS.join(",")}`,
-  `--allow-write=${ALLOWED_PATHS.join(",")}`,
-  "--deny-import", // no code is loaded from the network at run time; all of it is embedded
-  "--no-prompt",
-] as const;
+export function permissionFlags(paths: readonly string[] = ALLOWED_PATHS): string[] {
+  return [
+    "--allow-net",
+    `--allow-env=${ALLOWED_ENV.join(",")}`,
+    `--allow-read=${paths.join(",")}`,
+    `--allow-write=${paths.join(",")}`,
+    "--allow-sys=uid",
+    "--deny-import", // no code is loaded from the network at run time; all of it is embedded
+    "--no-prompt",
+  ];
+}
+
+/** The permissions baked into the release binaries. */
+export const PERMISSION_FLAGS: readonly string[] = permissionFlags();
 
 /** Release architectures, their Rust target triples and ELF `e_machine` values. */
 export const TARGETS = {

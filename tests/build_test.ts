@@ -188,7 +188,8 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
       assert.deepEqual(baked.allow_read, [...ALLOWED_PATHS]);
       assert.deepEqual(baked.allow_write, [...ALLOWED_PATHS]);
       assert.deepEqual(baked.allow_net, [], "all hosts");
-      for (const none of ["allow_run", "allow_sys", "allow_ffi"]) assert.equal(baked[none], null);
+      assert.deepEqual(baked.allow_sys, ["uid"], "only the uid, to check the cache's owner");
+      for (const none of ["allow_run", "allow_ffi"]) assert.equal(baked[none], null);
       assert.deepEqual(baked.deny_import, [], "no remote import");
       assert.equal(baked.prompt, false);
     }

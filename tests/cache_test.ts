@@ -155,3 +155,71 @@ Deno.test("concurrent writers never leave a torn file for readers", async () => 
   assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), [`docker-${host}.json`]);
   await Deno.remove(dir, { recursive: true });
 });
+
+// Issue 11: the plugin runs as root; a cache someone else can plant files in is refused.
+const NOBODY = 65534;
+
+Deno.test("a cache directory of another user, writable by others, or a symlink is refused", async () => {
+  const root = await Deno.makeTempDir();
+  const cases: [string, (dir: string) => Promise<void>, RegExp][] = [
+    [
+      "other owner",
+      (d) => Deno.chown(d, NOBODY, null),
+      /is owned by uid 65534, not by this process's uid \d+/,
+    ],
+    ["group-writable", (d) => Deno.chmod(d, 0o770), /is writable by other users \(mode 0770\)/],
+    ["world-writable", (d) => Deno.chmod(d, 0o1777), /is writable by other users \(mode 0777\)/],
+    ["symlink", async (d) => {
+      await Deno.rename(d, `${d}.real`);
+      await Deno.symlink(`${d}.real`, d);
+    }, /is a symbolic link/],
+  ];
+  for (const [name, spoil, message] of cases) {
+    const dir = `${root}/${name}`;
+    await prepareCacheDir(dir);
+    await writeDockerToken(dir, entry("iad.ocir.io"));
+    await spoil(dir);
+    await assert.rejects(prepareCacheDir(dir), message, name);
+    assert.equal(await readDockerToken(dir, "iad.ocir.io"), undefined, `${name}: not read`);
+  }
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("symlinks planted at token, session, probe and lock paths are never followed", async () => {
+  const dir = await Deno.makeTempDir();
+  const outside = await Deno.makeTempDir();
+  const target = `${outside}/target`;
+  const planted = JSON.stringify(entry("iad.ocir.io"));
+  await Deno.writeTextFile(target, planted);
+  const link = (name: string) => Deno.symlink(target, `${dir}/${name}`);
+  // A token the attacker points at reads as absent, and writing replaces the link, not the target.
+  await link("docker-iad.ocir.io.json");
+  assert.equal(await readDockerToken(dir, "iad.ocir.io"), undefined);
+  await writeDockerToken(dir, entry("iad.ocir.io"));
+  assert.ok((await Deno.lstat(dockerTokenPath(dir, "iad.ocir.io"))).isFile);
+  await link("session.json");
+  assert.equal(await readSession(dir), undefined);
+  // The probe of a writable directory once had a predictable name.
+  await link(`.probe-${Deno.pid}`);
+  await prepareCacheDir(dir);
+  // A lock that is a symlink, existing target or dangling, is refused and never created through.
+  await link("lock");
+  await assert.rejects(lockCache(dir, AbortSignal.timeout(1000)), /lock is a symbolic link/);
+  await Deno.remove(`${dir}/lock`);
+  await Deno.symlink(`${outside}/created`, `${dir}/lock`);
+  await assert.rejects(lockCache(dir, AbortSignal.timeout(1000)), /lock is a symbolic link/);
+  assert.equal(await Deno.readTextFile(target), planted, "the target is untouched");
+  assert.deepEqual([...Deno.readDirSync(outside)].map((e) => e.name), ["target"]);
+  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(outside, { recursive: true });
+});
+
+Deno.test("token files of another user are ignored; a lock path that is a directory is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  await writeDockerToken(dir, entry("iad.ocir.io"));
+  await Deno.chown(dockerTokenPath(dir, "iad.ocir.io"), NOBODY, null);
+  assert.equal(await readDockerToken(dir, "iad.ocir.io"), undefined);
+  await Deno.mkdir(`${dir}/lock`);
+  await assert.rejects(lockCache(dir, AbortSignal.timeout(1000)), /lock is not a regular file/);
+  await Deno.remove(dir, { recursive: true });
+});

@@ -1,12 +1,12 @@
 /**
  * Issue 5, least privilege: the plugin run with exactly the Deno permissions compiled into the
- * release binaries (scripts/build.ts), not `-A`. It works on the emulator, cold and warm, with its
- * cache under /tmp (HTTPS_PROXY and DENO_CERT work without any permission: the runtime applies
- * them). With a cache directory outside the allowed paths it still answers, and says in one line
+ * release binaries (scripts/build.ts), not `-A`, with the test's own cache directory as the one
+ * writable path. It works on the emulator, cold and warm (HTTPS_PROXY and DENO_CERT work without
+ * any permission: the runtime applies them). With a cache directory outside the allowed paths it still answers, and says in one line
  * that it cannot cache there.
  */
 import assert from "node:assert/strict";
-import { ALLOWED_PATHS, PERMISSION_FLAGS } from "../scripts/build.ts";
+import { ALLOWED_PATHS, PERMISSION_FLAGS, permissionFlags } from "../scripts/build.ts";
 import { startRig } from "./support/emulator.ts";
 import { appImage, LOG_LINE } from "./support/fault_scenarios.ts";
 import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
@@ -18,22 +18,22 @@ Deno.test({
   fn: async (t) => {
     const bench = await startRig();
     const { emu } = bench;
+    const allowed = await Deno.makeTempDir({ prefix: "okecp-perm-" });
+    // A real, writable place that the binary may not touch.
+    const forbidden = await Deno.makeTempDir({ prefix: "okecp-perm-" });
     const run = (cacheDir: string): Promise<Run> =>
       startPlugin({
         stdin: kubeletRequest(appImage(emu)),
         env: emu.env,
         args: ["--cache-dir", cacheDir, "--timeout", "20"],
-        permissions: PERMISSION_FLAGS,
+        permissions: permissionFlags([allowed]),
         killAfterMs: 30_000,
       }).done;
-    const allowed = await Deno.makeTempDir({ dir: "/tmp", prefix: "okecp-perm-" });
-    // /var/tmp is a real, writable place that the binary may not touch.
-    const forbidden = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "okecp-perm-" });
     try {
-      assert.ok(ALLOWED_PATHS.includes("/tmp"), "this test puts its cache under /tmp");
-      assert.ok(!ALLOWED_PATHS.some((p) => `${forbidden}/`.startsWith(`${p}/`)));
+      assert.deepEqual(ALLOWED_PATHS, ["/var/lib/oke-credential-provider"], "no /tmp");
+      assert.deepEqual(permissionFlags(), PERMISSION_FLAGS, "the release set is the default");
 
-      await t.step("cold, then warm, with the cache under /tmp", async () => {
+      await t.step("cold, then warm, with the cache in the one writable path", async () => {
         const cold = await run(`${allowed}/cache`);
         assert.equal(cold.code, 0, cold.stderr);
         assert.equal(cold.stderr, "");
@@ -63,7 +63,7 @@ Deno.test({
             assert.match(
               lines[0],
               new RegExp(
-                `^oke-credential-provider level=warn step=cache msg="cannot use cache directory ${dir} \\(it is outside the paths this binary may write \\(/var/lib/oke-credential-provider, /tmp\\); use the default --cache-dir or mount storage there\\); answering without caching"$`,
+                `^oke-credential-provider level=warn step=cache msg="cannot use cache directory ${dir} \\(it is outside the paths this binary may write \\(/var/lib/oke-credential-provider\\); use the default --cache-dir or mount storage there\\); answering without caching"$`,
               ),
             );
             assert.equal(emu.counters.federations, federations + 1, `nothing cached (${attempt})`);
