@@ -25,7 +25,7 @@ import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey } from "./federation.ts";
 import { type Deadline, deadlineError } from "./deadline.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
-import type { ImageReference, OcirHost } from "./image.ts";
+import { type ImageReference, type OcirHost, trustedRegistry } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
 import { fetchDockerToken, policyHint } from "./ocir.ts";
@@ -65,17 +65,6 @@ async function restoreSession(cached: CachedSession): Promise<Session> {
     ["sign"],
   );
   return { token: cached.token, privateKey };
-}
-
-/** Checks that an OCIR host in a realm we do not know is in the node's own (dedicated) realm. */
-function assertTrustedHost(registry: OcirHost, identity: InstanceIdentity): void {
-  if (registry.knownRealm || registry.realmDomain === identity.region.realmDomain) return;
-  throw new PluginError(
-    "image",
-    "REFUSED",
-    `${registry.host} is in realm domain ${registry.realmDomain}, which is neither a known OCI realm nor this node's (${identity.region.realmDomain}): no token is sent there`,
-    { host: registry.host },
-  );
 }
 
 /** Why the cache cannot be used, for the warning: the plugin's words where it refused it. */
@@ -129,7 +118,11 @@ async function canPull(
   { deadline, log }: Settings,
 ): Promise<boolean> {
   try {
-    const check = await checkPull(image, entry.host, entry.token, { deadline, log });
+    const check = await checkPull(image, entry.host, entry.token, {
+      deadline,
+      log,
+      realmDomain: identity.region.realmDomain,
+    });
     if (check.allowed) return true;
     log.warn(
       "manifest check",
@@ -226,7 +219,7 @@ export async function obtainDockerToken(
     const identity = await instanceIdentity(
       await fetchInstanceDocuments({ baseUrl: settings.imdsBaseUrl, deadline, log }),
     );
-    assertTrustedHost(registry, identity);
+    trustedRegistry(registry.host, identity.region.realmDomain, "image");
     if (
       dir && saved &&
       (saved.fingerprint !== identity.fingerprint || saved.tenancy !== identity.tenancy)

@@ -11,7 +11,7 @@ import { federate, federationUrl, generateSessionKey } from "./federation.ts";
 import type { Deadline } from "./deadline.ts";
 import { call } from "./http.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
-import { type ImageReference, ocirHost, parseImage } from "./image.ts";
+import { type ImageReference, ocirHost, parseImage, trustedRegistry } from "./image.ts";
 import { fetchInstanceDocuments, type InstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
 import { fetchDockerToken, policyHint } from "./ocir.ts";
@@ -207,6 +207,8 @@ export async function doctor(
   const docker = await report.check(
     "OCIR token",
     async () => {
+      // The image's host was only checked to be OCIR-shaped: its realm is judged now.
+      trustedRegistry(host!, identity!.region.realmDomain, "OCIR token");
       const value = await fetchDockerToken(host!, {
         securityToken: token!.token,
         sessionKey: sessionKey!.privateKey,
@@ -223,6 +225,8 @@ export async function doctor(
     (e) =>
       e instanceof PluginError && (e.status === 401 || e.status === 403)
         ? policyHint(identity?.compartment)
+        : e instanceof PluginError && e.code === "REFUSED"
+        ? "give an image on an OCIR host of a known OCI realm or of this node's own realm"
         : "check the network path to the registry host (proxy, DNS, firewall)",
   );
 
@@ -230,7 +234,11 @@ export async function doctor(
     await report.check(
       "manifest",
       async () => {
-        const check = await checkPull(image!, host!, docker!.token, { deadline: d, log });
+        const check = await checkPull(image!, host!, docker!.token, {
+          deadline: d,
+          log,
+          realmDomain: identity!.region.realmDomain,
+        });
         if (!check.allowed) {
           throw new PluginError("manifest check", "REFUSED", check.detail, { host });
         }

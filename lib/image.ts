@@ -5,7 +5,7 @@
  * @module
  */
 
-import { PluginError } from "./errors.ts";
+import { PluginError, type Step } from "./errors.ts";
 import { REALM_DOMAINS } from "./regions.ts";
 
 /** A parsed image reference: `host[:port]/path[:tag][@digest]`. */
@@ -33,7 +33,11 @@ const bad = (reference: string, why: string) =>
     `image reference ${JSON.stringify(reference.slice(0, 300))} ${why}`,
   );
 
+// Distribution's grammar allows an IPv6 literal in brackets, with a port or without.
+const IPV6_HOST = /^\[[0-9a-fA-F:]+\](?::[0-9]{1,5})?$/;
+
 function isDomain(text: string): boolean {
+  if (text.startsWith("[")) return IPV6_HOST.test(text);
   const colon = text.lastIndexOf(":");
   const host = colon < 0 ? text : text.slice(0, colon);
   if (colon >= 0 && !PORT.test(text.slice(colon + 1))) return false;
@@ -116,4 +120,37 @@ export function ocirHost(registry: string): OcirHost | undefined {
   const realm = REALM_HOST.exec(host)?.[1];
   if (realm === undefined) return undefined;
   return { host, realmDomain: realm, knownRealm: REALM_DOMAINS.has(realm) };
+}
+
+/**
+ * The one place that decides which hosts may receive a token (a security token, a docker token or
+ * the registry's access token): an OCIR host (see {@linkcode ocirHost}) of a known OCI realm, or of
+ * the node's own realm (dedicated regions no table lists). Every path that sends a token asks it
+ * first; anything else is refused before a connection is opened.
+ *
+ * @example
+ * ```ts
+ * trustedRegistry("iad.ocir.io", "oraclecloud.com", "OCIR token").host; // "iad.ocir.io"
+ * trustedRegistry("ocir.x-1.oci.evil.com", "oraclecloud.com", "OCIR token"); // throws REFUSED
+ * ```
+ */
+export function trustedRegistry(host: string, nodeRealmDomain: string, step: Step): OcirHost {
+  const registry = ocirHost(host);
+  if (!registry) {
+    throw new PluginError(
+      step,
+      "REFUSED",
+      `${host} is not an OCIR registry host: no token is sent there`,
+      {
+        host,
+      },
+    );
+  }
+  if (registry.knownRealm || registry.realmDomain === nodeRealmDomain) return registry;
+  throw new PluginError(
+    step,
+    "REFUSED",
+    `${registry.host} is in realm domain ${registry.realmDomain}, which is neither a known OCI realm nor this node's (${nodeRealmDomain}): no token is sent there`,
+    { host: registry.host },
+  );
 }

@@ -10,7 +10,7 @@
 import type { Deadline } from "./deadline.ts";
 import { PluginError } from "./errors.ts";
 import { call, readJson } from "./http.ts";
-import type { ImageReference } from "./image.ts";
+import { type ImageReference, trustedRegistry } from "./image.ts";
 import type { Logger } from "./log.ts";
 
 /** What the registry said about reading the image. */
@@ -51,6 +51,8 @@ export function parseChallenge(header: string | null): Record<string, string> | 
 export interface PullCheckOptions {
   deadline: Deadline;
   log: Logger;
+  /** The node's realm domain, for {@linkcode trustedRegistry}. */
+  realmDomain: string;
 }
 
 /**
@@ -66,6 +68,7 @@ export interface PullCheckOptions {
  * const check = await checkPull(parseImage("iad.ocir.io/ns/app:1"), "iad.ocir.io", token, {
  *   deadline: deadline(45),
  *   log: createLogger("warn"),
+ *   realmDomain: "oraclecloud.com",
  * });
  * check.allowed; // true
  * ```
@@ -79,6 +82,7 @@ export async function checkPull(
   const reference = image.digest ?? image.tag ?? "latest";
   const manifest = new URL(`https://${host}/v2/${image.repository}/manifests/${reference}`);
   const step = "manifest check" as const;
+  trustedRegistry(host, options.realmDomain, step);
   const common = { step, deadline: options.deadline, log: options.log, retryOn: RETRY_ON };
   const head = (authorization?: string) =>
     call(manifest, () => ({
@@ -102,7 +106,8 @@ export async function checkPull(
     });
   }
   const realm = new URL(challenge.realm);
-  // The docker token goes to the registry's own host and nowhere else.
+  // The docker token goes to the registry's own host, judged by trustedRegistry above, and
+  // nowhere else.
   if (realm.protocol !== "https:" || realm.host !== host) {
     throw new PluginError(
       step,
