@@ -5,7 +5,9 @@
  * naming the step, the host and the status. Each answered call is recorded as a
  * `performance.measure` named by its step: `deno task bench` reads them to time the real code.
  * Proxies (`HTTPS_PROXY`, `NO_PROXY`) and extra CAs (`DENO_CERT`) are the Deno runtime's own
- * behaviour for `fetch`; nothing here changes them, and TLS is never relaxed.
+ * behaviour for `fetch`; nothing here changes them (IMDS alone brings its own direct client), and
+ * TLS is never relaxed. Redirects are refused: no OCI endpoint the plugin calls redirects, and
+ * following one could carry a request, or trust, to another origin.
  *
  * @module
  */
@@ -29,6 +31,8 @@ export interface CallOptions {
   attemptTimeoutMs?: number;
   /** What an error status most likely means, for the operator. */
   hint?: (status: number) => string | undefined;
+  /** The HTTP client to send with, when not the runtime's default (IMDS: never a proxy). */
+  client?: Deno.HttpClient;
 }
 
 /** A request to send; built anew for each try, so that a signature's date is fresh. */
@@ -93,7 +97,16 @@ async function attemptOnce(
   const host = url.host;
   try {
     const signal = AbortSignal.any([options.deadline.signal, AbortSignal.timeout(timeoutMs)]);
-    const response = await fetch(url, { ...init, signal });
+    const response = await fetch(url, {
+      ...init,
+      signal,
+      redirect: "error",
+      ...(options.client ? { client: options.client } : {}),
+    });
+    if (response.url !== url.href) {
+      await response.body?.cancel();
+      return { failure: redirected(step, host, response.url), retry: false };
+    }
     if (response.ok || options.accept?.includes(response.status)) return response;
     const summary = errorSummary(await response.text());
     return {
@@ -112,6 +125,7 @@ async function attemptOnce(
       return { failure: new PluginError(step, "TIMEOUT", reason, { host, cause: e }), retry: true };
     }
     const cause = networkCause(e);
+    if (REDIRECT.test(cause)) return { failure: redirected(step, host), retry: false };
     // A certificate the node does not trust is refused the same way on every try.
     const untrusted = UNTRUSTED_CERTIFICATE.test(cause);
     const failure = new PluginError(step, "NETWORK", `request failed: ${cause}`, {
@@ -184,6 +198,22 @@ export async function call(
     log.info(step, `${failure.reason}; retrying in ${Math.round(wait)} ms (${next})`, host);
     await sleep(wait, options.deadline.signal);
   }
+}
+
+// Deno's words for a redirect met with `redirect: "error"`.
+const REDIRECT = /redirect mode is set to 'error'/;
+
+function redirected(step: Step, host: string, to?: string): PluginError {
+  return new PluginError(
+    step,
+    "REFUSED",
+    `the answer was a redirect${to ? ` to ${new URL(to).origin}` : ""}, which is never followed`,
+    {
+      host,
+      hint:
+        "no OCI endpoint redirects: something between this node and the service (a proxy, a captive portal, a wrong OCI_METADATA_BASE_URL or OCI_SDK_AUTH_CLIENT_REGION_URL) answers instead",
+    },
+  );
 }
 
 // rustls' words for a server certificate that does not verify (unknown CA, expired, wrong name).

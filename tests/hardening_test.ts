@@ -138,3 +138,33 @@ test("doctor --image and --check-pull with a host of an unknown realm open no co
   assert.equal(connectsTo(UNKNOWN), 0, "the emulator saw no connection to the unknown host");
   assert.ok(connectsTo("auth.us-ashburn-1.oraclecloud.com") > 0, "the rest of the path ran");
 });
+
+test("a redirect from IMDS, the auth service or OCIR is refused, never followed", async (root) => {
+  // Where the redirects point: a loopback server that must never be asked anything.
+  let hits = 0;
+  const elsewhere = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => {
+    hits++;
+    return new Response("{}");
+  });
+  const to = `http://127.0.0.1:${elsewhere.addr.port}/stolen`;
+  try {
+    const cases: [string, string, RegExp][] = [
+      ["imds:identity/cert.pem", "IMDS", /step=IMDS host=127\.0\.0\.1:\d+ /],
+      ["auth", "federation", /step=federation host=auth\.us-ashburn-1\.oraclecloud\.com /],
+      ["ocir", "OCIR token", /step=OCIR-token host=iad\.ocir\.io /],
+    ];
+    for (const [endpoint, step, where] of cases) {
+      emu.clearFaults();
+      emu.fault(endpoint, { redirect: to });
+      const run = await provide(`${root}/${endpoint.replace(/\W/g, "-")}`);
+      assert.equal(run.code, 1, `${step}: ${run.stderr}`);
+      assert.equal(run.stdout, "");
+      const line = warning(run.stderr);
+      assert.match(line, where);
+      assert.match(line, /the answer was a redirect, which is never followed/);
+    }
+    assert.equal(hits, 0, "nothing was sent where the redirects pointed");
+  } finally {
+    await elsewhere.shutdown();
+  }
+});

@@ -18,6 +18,8 @@ export interface Fault {
   drop?: boolean;
   /** Send this text as the body instead of the real one (same status and headers). */
   body?: string;
+  /** Answer 307 Temporary Redirect to this URL instead of serving. */
+  redirect?: string;
   /** Shift this service's clock by this many seconds (date checks and issued times). */
   clockSkewSec?: number;
 }
@@ -33,6 +35,7 @@ export interface Effect {
   hang: boolean;
   drop: boolean;
   body?: string;
+  redirect?: string;
   clockSkewSec: number;
 }
 
@@ -76,6 +79,7 @@ export class Faults {
       hang: first("hang") ?? false,
       drop: first("drop") ?? false,
       body: first("body"),
+      redirect: first("redirect"),
       clockSkewSec: first("clockSkewSec") ?? 0,
     };
   }

@@ -395,6 +395,9 @@ class OciEmulator implements Emulator {
       this.opts.onRequest?.(entry);
       await aborted(signal);
       return new Response(null, { status: 503 });
+    } else if (effect.redirect !== undefined) {
+      response = new Response(null, { status: 307, headers: { location: effect.redirect } });
+      reason = "fault: redirect";
     } else if (effect.status !== undefined) {
       response = ociError(effect.status, `injected fault: status ${effect.status}`);
       if (effect.retryAfter !== undefined) {
