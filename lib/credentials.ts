@@ -36,8 +36,8 @@ import type { IssuedToken } from "./token.ts";
 export interface Settings {
   /** Cache directory. */
   cacheDir: string;
-  /** IMDS base URL. */
-  imdsBaseUrl: string;
+  /** IMDS base URLs, tried in order. */
+  imdsBaseUrls: readonly string[];
   /** Federation endpoint override (`OCI_SDK_AUTH_CLIENT_REGION_URL`). */
   federationEndpoint?: string;
   deadline: Deadline;
@@ -217,7 +217,7 @@ export async function obtainDockerToken(
     // that they overlap, and only when no session is cached; BENCHMARKS.md shows what remains.
     let sessionKey = saved ? undefined : generateSessionKey();
     const identity = await instanceIdentity(
-      await fetchInstanceDocuments({ baseUrl: settings.imdsBaseUrl, deadline, log }),
+      await fetchInstanceDocuments({ baseUrls: settings.imdsBaseUrls, deadline, log }),
     );
     trustedRegistry(registry.host, identity.region.realmDomain, "image");
     if (

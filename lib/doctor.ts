@@ -118,7 +118,7 @@ export async function doctor(
 ): Promise<number> {
   const report = new Report(print);
   const retryHint =
-    "see the message: IMDS must answer on this node (IMDS v2 enabled; no proxy for 169.254.169.254, add it to NO_PROXY)";
+    "see the message: IMDS must answer on this node (IMDS v2 enabled; nothing on the node intercepting 169.254.169.254)";
   let image: ImageReference | undefined;
   if (options.image !== undefined) {
     image = await report.check(
@@ -143,8 +143,12 @@ export async function doctor(
   }
 
   const docs = await report.check<InstanceDocuments>("IMDS", async () => {
-    const value = await fetchInstanceDocuments({ baseUrl: options.imdsBaseUrl, deadline: d, log });
-    return { value, detail: `${new URL(options.imdsBaseUrl).origin} answered` };
+    const value = await fetchInstanceDocuments({
+      baseUrls: options.imdsBaseUrls,
+      deadline: d,
+      log,
+    });
+    return { value, detail: `${new URL(value.baseUrl).origin} answered` };
   }, () => retryHint);
 
   const identity = await report.check<InstanceIdentity>(

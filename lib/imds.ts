@@ -2,6 +2,10 @@
  * The Instance Metadata Service (IMDS v2): the instance's certificate, private key and
  * intermediate certificate, and the region and realm it runs in.
  *
+ * IMDS is link-local: it is always asked directly, never through `HTTP_PROXY` (which nodes behind
+ * a corporate proxy often set in kubelet's environment), and on nodes without IPv4 it answers at
+ * its IPv6 address, tried when the IPv4 one cannot be reached (as OCI's Python SDK does).
+ *
  * @module
  */
 
@@ -17,11 +21,22 @@ export interface InstanceDocuments {
   privateKeyPem: string;
   intermediatePem: string;
   region: Region;
+  /** The base URL that answered. */
+  baseUrl: string;
 }
 
 /** Where and how to reach IMDS. */
 export interface ImdsOptions {
+  /** Base URLs to try in order: the first that can be reached is used. */
+  baseUrls: readonly string[];
+  deadline: Deadline;
+  log: Logger;
+}
+
+/** One IMDS base, with the direct client that reaches it. */
+interface Endpoint {
   baseUrl: string;
+  client: Deno.HttpClient;
   deadline: Deadline;
   log: Logger;
 }
@@ -29,32 +44,46 @@ export interface ImdsOptions {
 // OCI documents retrying 404 (not yet provisioned), 429 (rate limit) and 5xx.
 const RETRY_ON = [404, 429, 500, 502, 503, 504];
 
-// IMDS answers a well-formed GET with 200, 404 or 429; anything else (403, 405, 407, 502, a web
-// page) most often comes from an HTTP proxy that the node's HTTP_PROXY sends IMDS requests to.
-const PROXY_HINT = "is IMDS reached directly? put 169.254.169.254 in NO_PROXY";
+// IMDS answers a well-formed GET with 200, 404 or 429; anything else (403, 405, 502, a web page)
+// comes from another server: the plugin never sends IMDS requests to a proxy, so a wrong base URL
+// or something on the node intercepting link-local traffic.
+const OTHER_SERVER_HINT =
+  "IMDS answers only 200, 404 or 429: another server answered; check OCI_METADATA_BASE_URL, or what on this node intercepts traffic to IMDS";
+
+/**
+ * A client that never uses a proxy: its one "proxy" is a plain TCP connection to IMDS itself, so
+ * `HTTP_PROXY` cannot reroute it, while `HTTPS_PROXY` still serves every other request.
+ */
+function directClient(baseUrl: string): Deno.HttpClient {
+  const url = new URL(baseUrl);
+  const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
+  return Deno.createHttpClient({ proxy: { transport: "tcp", hostname: url.hostname, port } });
+}
 
 async function get(
   path: string,
-  options: ImdsOptions,
+  endpoint: Endpoint,
   retryOn: readonly number[] = RETRY_ON,
+  attempts = 8,
 ): Promise<Response> {
-  const url = new URL(`${options.baseUrl.replace(/\/+$/, "")}/${path}`);
+  const url = new URL(`${endpoint.baseUrl.replace(/\/+$/, "")}/${path}`);
   return await call(url, () => ({ headers: { authorization: "Bearer Oracle" } }), {
     step: "IMDS",
-    deadline: options.deadline,
-    log: options.log,
+    deadline: endpoint.deadline,
+    log: endpoint.log,
     retryOn,
     attemptTimeoutMs: 5_000,
     // IMDS rate-limits bursts (429); OCI's Go SDK makes 8 tries, and the deadline bounds them all.
-    attempts: 8,
-    hint: (status) => status === 404 || status === 429 ? undefined : PROXY_HINT,
+    attempts,
+    hint: (status) => status === 404 || status === 429 ? undefined : OTHER_SERVER_HINT,
+    client: endpoint.client,
   });
 }
 
-const text = async (path: string, options: ImdsOptions) => await (await get(path, options)).text();
+const text = async (path: string, endpoint: Endpoint) => await (await get(path, endpoint)).text();
 
 /** The region `instance/regionInfo/` describes, or why it cannot be used. */
-async function regionInfo(options: ImdsOptions): Promise<Region | string> {
+async function regionInfo(options: Endpoint): Promise<Region | string> {
   let info: Record<string, unknown>;
   try {
     // Older metadata services lack it: a 404 is an answer here, not a reason to wait.
@@ -74,7 +103,7 @@ async function regionInfo(options: ImdsOptions): Promise<Region | string> {
  * The region from `instance/regionInfo/`, which knows every region, dedicated and Alloy ones
  * included; where it is unusable, from `instance/region` and the region table.
  */
-async function region(options: ImdsOptions): Promise<Region> {
+async function region(options: Endpoint): Promise<Region> {
   const info = await regionInfo(options);
   if (typeof info !== "string") return info;
   options.log.info(
@@ -93,22 +122,55 @@ async function region(options: ImdsOptions): Promise<Region> {
     {
       host: new URL(options.baseUrl).host,
       // A region name that is not even shaped like one (a web page) came from a proxy.
-      hint: /^[a-z0-9-]+$/i.test(name) ? undefined : PROXY_HINT,
+      hint: /^[a-z0-9-]+$/i.test(name) ? undefined : OTHER_SERVER_HINT,
     },
   );
 }
 
+/** Whether a failure says the address cannot be reached at all (rather than answered badly). */
+const unreachable = (e: unknown, d: Deadline) =>
+  e instanceof PluginError && (e.code === "NETWORK" || e.code === "TIMEOUT") && !d.signal.aborted;
+
 /**
- * Fetches the identity documents and the region, all at once.
+ * The first base URL that answers at all (any status: a 429 is IMDS); the last is not asked
+ * first, its own tries tell. Returns it with the reasons the ones before it were passed over.
+ */
+async function reachableEndpoint(
+  options: ImdsOptions,
+): Promise<{ endpoint: Endpoint; passed: string[] }> {
+  const passed: string[] = [];
+  const bases = options.baseUrls;
+  for (const [i, baseUrl] of bases.entries()) {
+    const endpoint = { baseUrl, client: directClient(baseUrl), ...options };
+    if (i === bases.length - 1) return { endpoint, passed };
+    try {
+      // Two tries, so that one dropped connection does not send a node to the other address.
+      await (await get("instance/region", endpoint, [], 2)).body?.cancel();
+      return { endpoint, passed };
+    } catch (e) {
+      // Answered, if badly: this is IMDS's address, and the real requests will say what is wrong.
+      if (!unreachable(e, options.deadline)) return { endpoint, passed };
+      endpoint.client.close();
+      const host = new URL(baseUrl).host;
+      passed.push(`${host}: ${(e as PluginError).reason}`);
+      options.log.info("IMDS", `${host} cannot be reached: trying ${new URL(bases[i + 1]).host}`);
+    }
+  }
+  throw new Error("no IMDS base URL"); // options.baseUrls is never empty
+}
+
+/**
+ * Fetches the identity documents and the region, all at once, from the first base URL that can
+ * be reached.
  *
  * @example
  * ```ts
  * import { deadline } from "./deadline.ts";
  * import { createLogger } from "./log.ts";
- * import { DEFAULT_IMDS_BASE } from "./options.ts";
+ * import { DEFAULT_IMDS_BASES } from "./options.ts";
  *
  * const docs = await fetchInstanceDocuments({
- *   baseUrl: DEFAULT_IMDS_BASE,
+ *   baseUrls: DEFAULT_IMDS_BASES,
  *   deadline: deadline(45),
  *   log: createLogger("warn"),
  * });
@@ -116,11 +178,30 @@ async function region(options: ImdsOptions): Promise<Region> {
  * ```
  */
 export async function fetchInstanceDocuments(options: ImdsOptions): Promise<InstanceDocuments> {
-  const [certificatePem, privateKeyPem, intermediatePem, r] = await Promise.all([
-    text("identity/cert.pem", options),
-    text("identity/key.pem", options),
-    text("identity/intermediate.pem", options),
-    region(options),
-  ]);
-  return { certificatePem, privateKeyPem, intermediatePem, region: r };
+  const { endpoint, passed } = await reachableEndpoint(options);
+  try {
+    const [certificatePem, privateKeyPem, intermediatePem, r] = await Promise.all([
+      text("identity/cert.pem", endpoint),
+      text("identity/key.pem", endpoint),
+      text("identity/intermediate.pem", endpoint),
+      region(endpoint),
+    ]);
+    return {
+      certificatePem,
+      privateKeyPem,
+      intermediatePem,
+      region: r,
+      baseUrl: endpoint.baseUrl,
+    };
+  } catch (e) {
+    if (passed.length === 0 || !unreachable(e, options.deadline)) throw e;
+    const { step, code, reason, host, hint } = e as PluginError;
+    throw new PluginError(step, code, `${reason}; and before it ${passed.join("; ")}`, {
+      host,
+      hint,
+      cause: e,
+    });
+  } finally {
+    endpoint.client.close();
+  }
 }

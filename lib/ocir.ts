@@ -26,6 +26,22 @@ export interface DockerTokenOptions {
 // OCIR tokens live an hour; a day is far beyond anything OCIR issues, so more is a broken answer.
 const MAX_LIFETIME_SECONDS = 24 * 3600;
 
+/** The lifetime Distribution's token spec gives a token whose answer has no `expires_in`. */
+export const DEFAULT_LIFETIME_SECONDS = 60;
+
+/** A JWT's `exp`, or undefined when the token is not a JWT with one (tokens may be opaque). */
+function jwtExpiry(token: string): number | undefined {
+  try {
+    const payload = token.split(".")[1];
+    const { exp } = JSON.parse(
+      new TextDecoder().decode(Uint8Array.fromBase64(payload, { alphabet: "base64url" })),
+    );
+    return typeof exp === "number" && Number.isFinite(exp) ? exp : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * The policy statement that lets the instance read repositories, for error messages and `doctor`.
  *
@@ -84,15 +100,20 @@ export async function fetchDockerToken(
   const token = body.token ?? body.access_token;
   const bad = (why: string) => new PluginError("OCIR token", "BAD_RESPONSE", why, { host });
   if (typeof token !== "string" || token === "") throw bad("the answer has no token");
-  const lifetime = body.expires_in;
+  // `expires_in` is optional in Distribution's token spec: when absent (or null), the token's own
+  // `exp`, else the spec's default.
+  const given = body.expires_in ?? undefined;
+  const exp = given === undefined ? jwtExpiry(token) : undefined;
+  const lifetime = given ?? (exp === undefined ? DEFAULT_LIFETIME_SECONDS : Math.floor(exp) - now);
   if (
     typeof lifetime !== "number" || !Number.isInteger(lifetime) || lifetime <= 0 ||
     lifetime > MAX_LIFETIME_SECONDS
   ) {
+    const what = exp === undefined
+      ? `expires_in (${JSON.stringify(lifetime)})`
+      : `token's exp (${lifetime} s from now)`;
     throw bad(
-      `the answer's expires_in (${
-        JSON.stringify(lifetime) ?? "missing"
-      }) is not a lifetime in seconds between 1 and ${MAX_LIFETIME_SECONDS}`,
+      `the answer's ${what} is not a lifetime in seconds between 1 and ${MAX_LIFETIME_SECONDS}`,
     );
   }
   return { token, issuedAt: now, expiresAt: now + lifetime };

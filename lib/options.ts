@@ -10,8 +10,18 @@ import { DEFAULT_CACHE_DIR } from "./cache.ts";
 import { PluginError } from "./errors.ts";
 import { type Level, LEVELS } from "./log.ts";
 
-/** The documented IMDS v2 base; `OCI_METADATA_BASE_URL` overrides it, as in OCI's SDKs. */
-export const DEFAULT_IMDS_BASE = "http://169.254.169.254/opc/v2";
+/**
+ * IMDS v2's base URLs, tried in this order; `OCI_METADATA_BASE_URL`, as in OCI's SDKs, replaces
+ * both.
+ */
+export const DEFAULT_IMDS_BASES: readonly string[] = [
+  "http://169.254.169.254/opc/v2",
+  "http://[fd00:c1::a9fe:a9fe]/opc/v2",
+];
+
+function imdsBaseUrls(override: string | undefined): readonly string[] {
+  return override ? [override] : DEFAULT_IMDS_BASES;
+}
 
 /** What to do, and how. */
 export interface Options {
@@ -19,7 +29,8 @@ export interface Options {
   cacheDir: string;
   timeoutSeconds: number;
   logLevel: Level;
-  imdsBaseUrl: string;
+  /** IMDS base URLs, tried in order: `OCI_METADATA_BASE_URL`, else the IPv4 and IPv6 defaults. */
+  imdsBaseUrls: readonly string[];
   federationEndpoint?: string;
   /** `doctor --image`. */
   image?: string;
@@ -43,7 +54,9 @@ Flags:
   --version           print the version
   --help              print this help
 
-Environment: OCI_METADATA_BASE_URL (default ${DEFAULT_IMDS_BASE}), OCI_SDK_AUTH_CLIENT_REGION_URL,
+Environment: OCI_METADATA_BASE_URL (default ${
+    DEFAULT_IMDS_BASES.join(", then ")
+  }), OCI_SDK_AUTH_CLIENT_REGION_URL,
 HTTPS_PROXY / NO_PROXY, DENO_CERT (extra CA file).`;
 
 const bad = (reason: string) => new PluginError("arguments", "BAD_INPUT", reason);
@@ -76,7 +89,7 @@ export async function parseOptions(
       env("OKE_CREDENTIAL_PROVIDER_LOG_LEVEL") || "warn",
       "OKE_CREDENTIAL_PROVIDER_LOG_LEVEL",
     ),
-    imdsBaseUrl: env("OCI_METADATA_BASE_URL") || DEFAULT_IMDS_BASE,
+    imdsBaseUrls: imdsBaseUrls(env("OCI_METADATA_BASE_URL")),
     federationEndpoint: env("OCI_SDK_AUTH_CLIENT_REGION_URL") || undefined,
     checkPull: env("OKE_CREDENTIAL_PROVIDER_CHECK_PULL") === "true",
   };

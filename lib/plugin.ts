@@ -25,7 +25,7 @@ import { VERSION } from "./version.ts";
 
 /** How {@linkcode provide} answers: the settings it uses, the log, the deadline. */
 export interface ProvideOptions
-  extends Pick<Options, "cacheDir" | "imdsBaseUrl" | "federationEndpoint" | "checkPull"> {
+  extends Pick<Options, "cacheDir" | "imdsBaseUrls" | "federationEndpoint" | "checkPull"> {
   log: Logger;
   /** The invocation's deadline, asked for only off the warm path (a first timer costs ~5 ms). */
   deadline: () => Deadline;
@@ -42,13 +42,13 @@ export interface ProvideOptions
  * import { DEFAULT_CACHE_DIR } from "./cache.ts";
  * import { deadline } from "./deadline.ts";
  * import { createLogger } from "./log.ts";
- * import { DEFAULT_IMDS_BASE } from "./options.ts";
+ * import { DEFAULT_IMDS_BASES } from "./options.ts";
  *
  * const response = await provide(
  *   { apiVersion: "credentialprovider.kubelet.k8s.io/v1", image: "docker.io/library/nginx:1" },
  *   {
  *     cacheDir: DEFAULT_CACHE_DIR,
- *     imdsBaseUrl: DEFAULT_IMDS_BASE,
+ *     imdsBaseUrls: DEFAULT_IMDS_BASES,
  *     checkPull: false,
  *     log: createLogger("warn"),
  *     deadline: () => deadline(45),
@@ -80,7 +80,7 @@ export async function provide(
     const { obtainDockerToken } = await import("./credentials.ts");
     entry = await obtainDockerToken(registry, {
       cacheDir: options.cacheDir,
-      imdsBaseUrl: options.imdsBaseUrl,
+      imdsBaseUrls: options.imdsBaseUrls,
       federationEndpoint: options.federationEndpoint,
       deadline: d,
       log,

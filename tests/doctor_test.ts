@@ -55,7 +55,7 @@ test("doctor names an unreachable IMDS and skips what depends on it", async () =
   const run = await doctor();
   assert.equal(run.code, 1);
   assert.match(run.lines[0], /^✗ IMDS +IMDS 127\.0\.0\.1:\d+: HTTP 403/);
-  assert.match(run.lines[1], /^ {2}fix: .*NO_PROXY/);
+  assert.match(run.lines[1], /^ {2}fix: .*IMDS must answer on this node/);
   assert.ok(run.lines.slice(2).every((l) => l.startsWith("- ")), run.stdout);
 });
 

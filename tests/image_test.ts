@@ -27,6 +27,9 @@ Deno.test("parseImage splits host, repository, tag and digest", () => {
       repository: "a_b/c-d.e__f",
     }],
     ["nginx", { registry: "docker.io", repository: "nginx" }],
+    // IPv6 literal registries, as Distribution's grammar allows them: not OCIR, but valid.
+    ["[2001:db8::1]:5000/app", { registry: "[2001:db8::1]:5000", repository: "app" }],
+    ["[::1]/ns/app:1", { registry: "[::1]", repository: "ns/app", tag: "1" }],
     ["library/nginx:latest", { registry: "docker.io", repository: "library/nginx", tag: "latest" }],
   ];
   for (const [reference, expected] of table) {
@@ -54,6 +57,10 @@ Deno.test("parseImage rejects malformed references with an image-step error", ()
     "iad.ocir.io/" + "a".repeat(300),
     "iad.ocir.io/ns/app;rm -rf",
     "../../etc/passwd",
+    "[::1/app",
+    "[2001:db8::zz]/app",
+    "[::1]x/app",
+    "[::1]:99999x/app",
   ];
   for (const reference of bad) {
     assert.throws(

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { DEFAULT_IMDS_BASE, parseOptions } from "../lib/options.ts";
+import { DEFAULT_IMDS_BASES, parseOptions } from "../lib/options.ts";
 import { DEFAULT_CACHE_DIR } from "../lib/cache.ts";
 
 const noEnv = () => undefined;
@@ -10,7 +10,7 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
     cacheDir: DEFAULT_CACHE_DIR,
     timeoutSeconds: 45,
     logLevel: "warn",
-    imdsBaseUrl: DEFAULT_IMDS_BASE,
+    imdsBaseUrls: ["http://169.254.169.254/opc/v2", "http://[fd00:c1::a9fe:a9fe]/opc/v2"],
     federationEndpoint: undefined,
     checkPull: false,
   });
@@ -22,7 +22,8 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
     })[name];
   const fromEnv = await parseOptions([], env);
   assert.equal(fromEnv.cacheDir, "/env/cache");
-  assert.equal(fromEnv.imdsBaseUrl, "http://127.0.0.1:1/opc/v2");
+  assert.deepEqual(fromEnv.imdsBaseUrls, ["http://127.0.0.1:1/opc/v2"], "it replaces both");
+  assert.equal((await parseOptions([], noEnv)).imdsBaseUrls, DEFAULT_IMDS_BASES);
   assert.equal(fromEnv.federationEndpoint, "https://auth.example");
   const flags = await parseOptions([
     "--cache-dir",

@@ -20,6 +20,8 @@ export interface AuthState {
   keys: CryptoKeyPair;
   /** Security token lifetime, seconds. */
   tokenTtl: number;
+  /** The `tenant` claim, when it is to differ from the certificate's tenancy (`opc-tenant` keeps it). */
+  tenantClaim?: string;
 }
 
 /** A successful federation: the answer and who was federated. */
@@ -204,7 +206,7 @@ export async function handleFederation(
   const iat = Math.floor(now / 1000);
   const jwk = await exportJWK(sessionKey);
   const token = await new SignJWT({
-    tenant: who.tenancy,
+    tenant: state.tenantClaim ?? who.tenancy,
     "opc-tenant": who.tenancy,
     "opc-instance": who.instanceId,
     "opc-compartment": who.compartment,

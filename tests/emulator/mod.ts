@@ -46,6 +46,10 @@ export interface EmulatorOptions {
   tokenTtl?: number;
   /** OCIR docker token `expires_in`, seconds. Default 3600. */
   dockerTokenTtl?: number;
+  /** true: OCIR's docker token answer has no `expires_in` (the token's `exp` still says it). */
+  omitExpiresIn?: boolean;
+  /** The security token's `tenant` claim, to differ from the certificate's tenancy. */
+  tenantClaim?: string;
   /** false: `instance/regionInfo/` answers 404 (older IMDS). Default true. */
   regionInfo?: boolean;
   /** Leaf subject OUs in one multi-valued RDN (like real certificates). Default true. */
@@ -59,6 +63,8 @@ export interface EmulatorOptions {
     regionKey?: string;
     realmKey?: string;
   }[];
+  /** The loopback address IMDS listens on: "::1" stands in for IMDS's IPv6 address. Default "127.0.0.1". */
+  imdsHostname?: string;
   /** Base port: IMDS on it, the proxy on port+1. Default 0 (random ports). */
   port?: number;
   /** Called as each request is answered (the CLI logs with it). */
@@ -270,7 +276,8 @@ class OciEmulator implements Emulator {
       (req, info) => this.#https(req, info),
     );
     this.#servers.push(imds, https);
-    const imdsFront = Deno.listen({ hostname: "127.0.0.1", port: basePort });
+    const imdsHost = this.opts.imdsHostname ?? "127.0.0.1";
+    const imdsFront = Deno.listen({ hostname: imdsHost, port: basePort });
     const proxy = Deno.listen({ hostname: "127.0.0.1", port: basePort ? basePort + 1 : 0 });
     this.#listeners.push(imdsFront, proxy);
     relayListener(imdsFront, this.#relay, imds.addr.port);
@@ -292,7 +299,9 @@ class OciEmulator implements Emulator {
       },
     });
     this.env = {
-      OCI_METADATA_BASE_URL: `http://127.0.0.1:${(imdsFront.addr as Deno.NetAddr).port}/opc/v2`,
+      OCI_METADATA_BASE_URL: `http://${imdsHost.includes(":") ? `[${imdsHost}]` : imdsHost}:${
+        (imdsFront.addr as Deno.NetAddr).port
+      }/opc/v2`,
       HTTPS_PROXY: `http://127.0.0.1:${(proxy.addr as Deno.NetAddr).port}`,
       NO_PROXY: "127.0.0.1,localhost",
       DENO_CERT: this.caFile,
@@ -328,6 +337,7 @@ class OciEmulator implements Emulator {
           root: () => this.pki.root.cert,
           keys: this.pki.keys.auth,
           tokenTtl: this.opts.tokenTtl ?? 1200,
+          tenantClaim: this.opts.tenantClaim,
         });
         this.#tokenRealms.set(fed.jti, entry.region.realmDomain);
         this.counters.federations++;
@@ -348,6 +358,7 @@ class OciEmulator implements Emulator {
         authPublicKey: this.pki.keys.auth.publicKey,
         keys: this.pki.keys.ocir,
         dockerTokenTtl: this.opts.dockerTokenTtl ?? 3600,
+        omitExpiresIn: this.opts.omitExpiresIn,
         tokenRealm: (jti) => this.#tokenRealms.get(jti),
         policy: (who, repo, action) => this.#policy(who, repo, action),
         registry: this.#tokens,

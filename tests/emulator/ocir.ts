@@ -30,6 +30,8 @@ export interface OcirState {
   /** Signs docker tokens. */
   keys: CryptoKeyPair;
   dockerTokenTtl: number;
+  /** Leave `expires_in` out of the answer (Distribution's token spec makes it optional). */
+  omitExpiresIn?: boolean;
   /** The realm domain whose auth service issued a security token (by jti), if it was us. */
   tokenRealm(jti: string): string | undefined;
   policy: Policy;
@@ -131,7 +133,7 @@ async function dockerToken(
       token,
       access_token: token,
       scope: "",
-      expires_in: state.dockerTokenTtl,
+      ...(state.omitExpiresIn ? {} : { expires_in: state.dockerTokenTtl }),
     }),
     kind: "docker",
   };
