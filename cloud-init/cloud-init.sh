@@ -4,9 +4,11 @@
 #
 # Paste the whole file as the node pool's "Initialization script" (cloud-init). It:
 #   1. picks the binary for this CPU (x86_64 -> amd64, aarch64 -> arm64);
-#   2. downloads the pinned release's binary, kubelet config and SHA256SUMS from OKE_CP_BASE_URL,
-#      or takes them from OKE_CP_LOCAL_DIR on nodes without internet;
-#   3. checks both files against SHA256SUMS and installs nothing if either differs;
+#   2. downloads the pinned release's binary and kubelet config from OKE_CP_BASE_URL (with curl,
+#      else wget), or takes them from OKE_CP_LOCAL_DIR on nodes without internet;
+#   3. checks both files against the SHA256 checksums the release build wrote into this script
+#      (a copy straight from the repository has none and checks against the release's
+#      SHA256SUMS instead), and installs nothing if either differs;
 #   4. installs /usr/local/bin/oke-credential-provider (0755) and
 #      /etc/kubernetes/credential-provider-config.yaml (0644), each by an atomic rename;
 #   5. fetches OKE's bootstrap script from the instance metadata service and runs it with
@@ -37,6 +39,12 @@ OKE_CP_ROOT="${OKE_CP_ROOT:-}"
 OKE_CP_IMDS_URL="${OKE_CP_IMDS_URL:-http://169.254.169.254/opc/v2}"
 OKE_CP_OKE_INIT="${OKE_CP_OKE_INIT:-${OKE_CP_ROOT}/var/run/oke-init.sh}"
 
+# The release's checksums, fixed when the release was built (scripts/build.ts writes them, in
+# sha256sum's format, with the tag they belong to): files fetched from a mirror or a compromised
+# download location cannot come with matching checksums of their own.
+RELEASE_TAG=""
+RELEASE_SHA256SUMS=""
+
 # What kubelet sees. These are paths on the node, whatever OKE_CP_ROOT is; kubelet runs
 # <bin dir>/<provider name>, so the binary's name must equal the provider name in the config.
 readonly BIN_DIR=/usr/local/bin
@@ -51,9 +59,16 @@ die() {
   exit 1
 }
 
-for tool in curl sha256sum base64 install mktemp awk; do
+for tool in sha256sum base64 install mktemp awk; do
   command -v "$tool" >/dev/null || die "required command '$tool' not found"
 done
+if command -v curl >/dev/null; then
+  downloader=curl
+elif command -v wget >/dev/null; then
+  downloader=wget
+else
+  die "neither curl nor wget is installed: install one of them"
+fi
 
 machine="$(uname -m)"
 case "$machine" in
@@ -66,14 +81,37 @@ bin_asset="${BIN_NAME}-linux-${arch}"
 staging="$(mktemp -d)"
 trap 'rm -rf "$staging"' EXIT
 
-fetch() { # fetch URL FILE: fail on HTTP errors, retry transient ones
-  curl --fail --silent --show-error --location --retry 5 --retry-delay 2 --retry-connrefused \
-    --connect-timeout 10 --max-time 300 --output "$2" "$1"
+fetch() { # fetch URL FILE [HEADER]: fail on HTTP errors, retry transient ones
+  local header=()
+  if [[ "$downloader" == curl ]]; then
+    [[ -z "${3:-}" ]] || header=(--header "$3")
+    curl --fail --silent --show-error --location --retry 5 --retry-delay 2 --retry-connrefused \
+      --connect-timeout 10 --max-time 300 "${header[@]}" --output "$2" "$1"
+  else
+    [[ -z "${3:-}" ]] || header=(--header="$3")
+    wget --quiet --tries=5 --waitretry=2 --retry-connrefused --timeout=10 "${header[@]}" \
+      --output-document="$2" "$1"
+  fi
 }
+
+if [[ -n "$RELEASE_SHA256SUMS" && "$OKE_CP_VERSION" == "$RELEASE_TAG" ]]; then
+  sums_from=script
+else
+  sums_from=download
+  [[ -z "$RELEASE_SHA256SUMS" ]] ||
+    log "OKE_CP_VERSION $OKE_CP_VERSION is not this script's release ($RELEASE_TAG): checking against its SHA256SUMS"
+fi
+
+wanted=("$bin_asset" "$CONFIG_ASSET")
+if [[ "$sums_from" == script ]]; then
+  printf '%s\n' "$RELEASE_SHA256SUMS" >"$staging/SHA256SUMS"
+else
+  wanted+=(SHA256SUMS)
+fi
 
 if [[ -n "$OKE_CP_LOCAL_DIR" ]]; then
   log "using release files from $OKE_CP_LOCAL_DIR (no download)"
-  for f in "$bin_asset" "$CONFIG_ASSET" SHA256SUMS; do
+  for f in "${wanted[@]}"; do
     [[ -f "$OKE_CP_LOCAL_DIR/$f" ]] || die "$OKE_CP_LOCAL_DIR/$f is missing"
     cp "$OKE_CP_LOCAL_DIR/$f" "$staging/$f"
   done
@@ -82,8 +120,8 @@ else
     die "this copy of cloud-init.sh names no release repository (OWNER placeholder): use the cloud-init.sh of a release, or set OKE_CP_BASE_URL or OKE_CP_LOCAL_DIR"
   fi
   base="${OKE_CP_BASE_URL%/}"
-  log "downloading $OKE_CP_VERSION ($arch) from $base"
-  for f in "$bin_asset" "$CONFIG_ASSET" SHA256SUMS; do
+  log "downloading $OKE_CP_VERSION ($arch) from $base with $downloader"
+  for f in "${wanted[@]}"; do
     fetch "$base/$f" "$staging/$f" || die "download of $base/$f failed"
   done
 fi
@@ -91,7 +129,7 @@ fi
 # Both files are checked before either is installed, so a bad download changes nothing.
 for f in "$bin_asset" "$CONFIG_ASSET"; do
   expected="$(awk -v name="$f" '$2 == name { print $1; exit }' "$staging/SHA256SUMS")"
-  [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "SHA256SUMS has no entry for $f"
+  [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "the checksums ($sums_from) have no entry for $f"
   actual="$(sha256sum "$staging/$f" | awk '{ print $1 }')"
   [[ "$actual" == "$expected" ]] || die "checksum mismatch for $f (expected $expected, got $actual): nothing installed"
 done
@@ -117,9 +155,9 @@ kubelet_args="$KUBELET_FLAGS"
 [[ -z "$OKE_CP_EXTRA_KUBELET_ARGS" ]] || kubelet_args="$kubelet_args $OKE_CP_EXTRA_KUBELET_ARGS"
 
 mkdir -p "$(dirname "$OKE_CP_OKE_INIT")"
-curl --fail --silent --show-error --retry 5 --retry-delay 2 --retry-connrefused \
-  --connect-timeout 10 --max-time 60 -H "Authorization: Bearer Oracle" -L0 \
-  "${OKE_CP_IMDS_URL%/}/instance/metadata/oke_init_script" | base64 --decode >"$OKE_CP_OKE_INIT"
+fetch "${OKE_CP_IMDS_URL%/}/instance/metadata/oke_init_script" "$staging/oke_init_script" \
+  "Authorization: Bearer Oracle" || die "fetching oke_init_script from IMDS failed"
+base64 --decode <"$staging/oke_init_script" >"$OKE_CP_OKE_INIT"
 log "running oke-init.sh with kubelet flags: $kubelet_args"
 # One separate, double-quoted argument: OKE does not apply the --kubelet-extra-args="..." form.
 bash "$OKE_CP_OKE_INIT" --kubelet-extra-args "$kubelet_args"

@@ -1,6 +1,7 @@
 /**
  * `deno task build`: compiles the plugin for Linux amd64 and arm64 into `dist/`, copies the
- * kubelet config and cloud-init script beside the binaries, and writes `SHA256SUMS`. These are
+ * kubelet config and cloud-init script beside the binaries (the script with the checksums of the
+ * binaries and config written into it), and writes `SHA256SUMS`. These are
  * the release assets, under the names the README and cloud-init.sh use.
  *
  * `deno compile` downloads its runtime (`denort`) from dl.deno.land. Where that is unreachable,
@@ -180,6 +181,30 @@ export function stampCloudInit(script: string, tag: string, repo: string): strin
   return stamped;
 }
 
+/**
+ * Writes the release's checksums (sha256sum lines of the binaries and the kubelet config) into
+ * cloud-init.sh, with the release tag they belong to (its pinned OKE_CP_VERSION), so that a node
+ * checks its downloads against values fixed at release time rather than a SHA256SUMS fetched from
+ * the same place as the files.
+ *
+ * @example
+ * ```ts
+ * embedChecksums(script, sha256sums([{ name: CONFIG_ASSET, data }]));
+ * ```
+ */
+export function embedChecksums(script: string, sums: string): string {
+  const tag = /^OKE_CP_VERSION="\$\{OKE_CP_VERSION:-([^}]*)\}"$/m.exec(script)?.[1];
+  if (!tag || !/^RELEASE_TAG=""$/m.test(script) || !/^RELEASE_SHA256SUMS=""$/m.test(script)) {
+    throw new BuildError(
+      "cloud-init.sh has no OKE_CP_VERSION, RELEASE_TAG or RELEASE_SHA256SUMS line to fill",
+    );
+  }
+  if (!/^([0-9a-f]{64} {2}[\w.-]+\n)+$/.test(sums)) throw new BuildError("malformed checksums");
+  return script
+    .replace(/^RELEASE_TAG=""$/m, () => `RELEASE_TAG="${tag}"`)
+    .replace(/^RELEASE_SHA256SUMS=""$/m, () => `RELEASE_SHA256SUMS="${sums.trimEnd()}"`);
+}
+
 const sha256hex = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 /** `sha256sum` output for the files: `<hex>  <name>` per line. */
@@ -260,18 +285,21 @@ async function main(): Promise<void> {
     await compile(arch, runtimes.get(arch), outDir);
     console.log(`built ${outDir}/${binaryAsset(arch)}`);
   }
+  await Deno.copyFile(`${ROOT}config/credential-provider-config.yaml`, `${outDir}/${CONFIG_ASSET}`);
+  const read = (names: string[]) =>
+    Promise.all(
+      names.map(async (name) => ({ name, data: await Deno.readFile(`${outDir}/${name}`) })),
+    );
   let cloudInit = await Deno.readTextFile(`${ROOT}cloud-init/cloud-init.sh`);
   if (values["release-tag"] && values.repo) {
     cloudInit = stampCloudInit(cloudInit, values["release-tag"], values.repo);
   }
+  const installed = [...arches.map(binaryAsset), CONFIG_ASSET];
+  cloudInit = embedChecksums(cloudInit, sha256sums(await read(installed)));
   await Deno.writeTextFile(`${outDir}/${CLOUD_INIT_ASSET}`, cloudInit, { mode: 0o755 });
-  await Deno.copyFile(`${ROOT}config/credential-provider-config.yaml`, `${outDir}/${CONFIG_ASSET}`);
 
-  const listed = [...arches.map(binaryAsset), CONFIG_ASSET, CLOUD_INIT_ASSET];
-  const files = await Promise.all(
-    listed.map(async (name) => ({ name, data: await Deno.readFile(`${outDir}/${name}`) })),
-  );
-  await Deno.writeTextFile(`${outDir}/${SUMS_ASSET}`, sha256sums(files));
+  const listed = [...installed, CLOUD_INIT_ASSET];
+  await Deno.writeTextFile(`${outDir}/${SUMS_ASSET}`, sha256sums(await read(listed)));
   console.log(`wrote ${outDir}/${SUMS_ASSET} (${listed.join(", ")})`);
 }
 

@@ -200,6 +200,12 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
     const cloudInit = await Deno.readTextFile(`${run.outDir}/cloud-init.sh`);
     assert.match(cloudInit, /^OKE_CP_VERSION="\$\{OKE_CP_VERSION:-v1\.2\.3\}"$/m);
     assert.match(cloudInit, /^OKE_CP_REPO="\$\{OKE_CP_REPO:-acme\/oke-credential-provider\}"$/m);
+    // The node checks its downloads against checksums fixed in the script at release time.
+    assert.match(cloudInit, /^RELEASE_TAG="v1\.2\.3"$/m);
+    const embedded = /^RELEASE_SHA256SUMS="([^"]*)"$/m.exec(cloudInit)![1];
+    const sums = await Deno.readTextFile(`${run.outDir}/SHA256SUMS`);
+    const installed = sums.split("\n").filter((l) => l && !l.endsWith("  cloud-init.sh"));
+    assert.deepEqual(embedded.split("\n").sort(), installed.sort());
   } finally {
     await Deno.remove(run.dir, { recursive: true });
     await Deno.remove(dir, { recursive: true });
@@ -287,7 +293,9 @@ Deno.test("permissions: narrow flags, both targets, the release names", () => {
   assert.equal(args.at(-1), "mod.ts");
   for (const flag of PERMISSION_FLAGS) assert.ok(args.includes(flag));
   for (const arg of args) {
-    assert.ok(!/^(-A|--allow-all|--allow-(run|sys|ffi)|--allow-import)/.test(arg), arg);
+    assert.ok(!/^(-A|--allow-all|--allow-(run|ffi)|--allow-import)/.test(arg), arg);
+    assert.ok(!/^--allow-sys(?!=uid$)/.test(arg), `${arg}: the uid only`);
+    assert.ok(!/^--allow-(read|write)=.*\/tmp/.test(arg), `${arg}: no /tmp`);
     assert.ok(!/^--allow-(read|write)$/.test(arg), `${arg} needs a path list`);
     assert.ok(!/^--allow-env$/.test(arg), "--allow-env needs a variable list");
   }

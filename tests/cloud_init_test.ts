@@ -7,7 +7,14 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parse } from "yaml";
-import { binaryAsset, CLOUD_INIT_ASSET, CONFIG_ASSET, SUMS_ASSET } from "../scripts/build.ts";
+import {
+  binaryAsset,
+  CLOUD_INIT_ASSET,
+  CONFIG_ASSET,
+  embedChecksums,
+  sha256sums,
+  SUMS_ASSET,
+} from "../scripts/build.ts";
 
 const SCRIPT = fileURLToPath(new URL("../cloud-init/cloud-init.sh", import.meta.url));
 const CONFIG_TEXT = Deno.readTextFileSync(
@@ -97,9 +104,14 @@ interface Run {
 }
 
 /** Runs the script as cloud-init would, with only the environment given here. */
-async function runScript(ctx: Ctx, arch: string, env: Record<string, string> = {}): Promise<Run> {
+async function runScript(
+  ctx: Ctx,
+  arch: string,
+  env: Record<string, string> = {},
+  script = SCRIPT,
+): Promise<Run> {
   const out = await new Deno.Command("bash", {
-    args: [SCRIPT],
+    args: [script],
     clearEnv: true,
     env: {
       PATH: `${ctx.dir}/fakebin:${Deno.env.get("PATH")}`,
@@ -272,7 +284,7 @@ Deno.test("cloud-init: a file missing from the release or from SHA256SUMS instal
     await assertNothingInstalled(
       ctx,
       run,
-      /SHA256SUMS has no entry for oke-credential-provider-linux-arm64/,
+      /the checksums \(download\) have no entry for oke-credential-provider-linux-arm64/,
     );
   });
 });
@@ -306,6 +318,94 @@ Deno.test("cloud-init: extra kubelet flags travel in the same single argument", 
     const run = await runScript(ctx, "x86_64", { OKE_CP_EXTRA_KUBELET_ARGS: extra });
     assert.equal(run.code, 0, run.stderr);
     assert.deepEqual(await recordedArgs(ctx), ["--kubelet-extra-args", `${FLAGS} ${extra}`]);
+  });
+});
+
+/** A directory of links to the commands the script needs, with `downloader` as the only one. */
+async function pathWithOnly(ctx: Ctx, downloader: "curl" | "wget" | "none"): Promise<string> {
+  const dir = `${ctx.dir}/only-${downloader}`;
+  await Deno.mkdir(dir);
+  const tools = ["bash", "sha256sum", "base64", "install", "mktemp", "awk", "cp", "mv", "rm"];
+  tools.push("mkdir", "dirname", "basename", ...(downloader === "none" ? [] : [downloader]));
+  const path = Deno.env.get("PATH")!.split(":");
+  for (const tool of tools) {
+    const found = path.map((d) => `${d}/${tool}`).find((f) => {
+      try {
+        return Deno.statSync(f).isFile;
+      } catch {
+        return false;
+      }
+    });
+    assert.ok(found, `${tool} is needed on this machine`);
+    await Deno.symlink(found, `${dir}/${tool}`);
+  }
+  return `${ctx.dir}/fakebin:${dir}`;
+}
+
+Deno.test("cloud-init: works with curl only and with wget only; neither is a clear error", async () => {
+  for (const downloader of ["curl", "wget"] as const) {
+    await withNode(async (ctx) => {
+      const run = await runScript(ctx, "x86_64", { PATH: await pathWithOnly(ctx, downloader) });
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stderr, new RegExp(`from ${ctx.baseUrl} with ${downloader}`));
+      assert.deepEqual(await installedFiles(ctx), { [BIN]: "0755", [CONFIG]: "0644" });
+      assert.deepEqual(await recordedArgs(ctx), ["--kubelet-extra-args", FLAGS]);
+      // OKE's script came from IMDS with the header it requires, whichever tool asked.
+      assert.deepEqual(ctx.requests.filter((r) => r.path.startsWith("/opc/")), [{
+        path: "/opc/v2/instance/metadata/oke_init_script",
+        auth: "Bearer Oracle",
+      }]);
+    });
+  }
+  await withNode(async (ctx) => {
+    const run = await runScript(ctx, "x86_64", { PATH: await pathWithOnly(ctx, "none") });
+    await assertNothingInstalled(ctx, run, /neither curl nor wget is installed: install one/);
+  });
+});
+
+/** The script as the release build writes it: with the checksums of the served files. */
+async function releasedScript(ctx: Ctx): Promise<string> {
+  const installed = [binaryAsset("amd64"), binaryAsset("arm64"), CONFIG_ASSET];
+  const sums = sha256sums(installed.map((name) => ({ name, data: ctx.files.get(name)! })));
+  const path = `${ctx.dir}/released-cloud-init.sh`;
+  await Deno.writeTextFile(path, embedChecksums(await Deno.readTextFile(SCRIPT), sums));
+  return path;
+}
+
+Deno.test("cloud-init: a release's copy checks against its own checksums, not the download site's", async () => {
+  await withNode(async (ctx) => {
+    const run = await runScript(ctx, "x86_64", {}, await releasedScript(ctx));
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(await Deno.readTextFile(`${ctx.root}/${BIN}`), "fake amd64 binary\n");
+    const asked = ctx.requests.map((r) => r.path);
+    assert.ok(!asked.some((p) => p.endsWith(`/${SUMS_ASSET}`)), "SHA256SUMS is not needed");
+  });
+  // Whoever controls the download site serves a binary of theirs with a SHA256SUMS to match.
+  await withNode(async (ctx) => {
+    const script = await releasedScript(ctx);
+    ctx.files.set(binaryAsset("amd64"), text("planted binary\n"));
+    const files = [...ctx.files].filter(([name]) => name !== SUMS_ASSET);
+    ctx.files.set(SUMS_ASSET, text(sha256sums(files.map(([name, data]) => ({ name, data })))));
+    const run = await runScript(ctx, "x86_64", {}, script);
+    await assertNothingInstalled(
+      ctx,
+      run,
+      new RegExp(`checksum mismatch for ${binaryAsset("amd64")}`),
+    );
+  });
+  // Another version than the script's release: its SHA256SUMS is the only reference there is.
+  await withNode(async (ctx) => {
+    const run = await runScript(
+      ctx,
+      "x86_64",
+      { OKE_CP_VERSION: "v9.9.9" },
+      await releasedScript(ctx),
+    );
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(
+      run.stderr,
+      /is not this script's release \(v0\.1\.0\): checking against its SHA256SUMS/,
+    );
   });
 });
 
