@@ -206,6 +206,16 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
     const sums = await Deno.readTextFile(`${run.outDir}/SHA256SUMS`);
     const installed = sums.split("\n").filter((l) => l && !l.endsWith("  cloud-init.sh"));
     assert.deepEqual(embedded.split("\n").sort(), installed.sort());
+    // The README's way to verify a release by hand works on what the build made.
+    const readme = await Deno.readTextFile(`${ROOT}README.md`);
+    const verify = /### Verify a release by hand[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)![1];
+    const byHand = await new Deno.Command("bash", {
+      args: ["-c", `set -euo pipefail\n${verify.replace(/^ {3}/gm, "")}`],
+      cwd: run.outDir,
+      stdout: "piped",
+    }).output();
+    assert.equal(byHand.code, 0);
+    assert.equal(new TextDecoder().decode(byHand.stdout).match(/: OK$/gm)?.length, 3);
   } finally {
     await Deno.remove(run.dir, { recursive: true });
     await Deno.remove(dir, { recursive: true });
