@@ -127,18 +127,21 @@ async function region(options: Endpoint): Promise<Region> {
   );
 }
 
-/** Whether a failure says the address cannot be reached at all (rather than answered badly). */
-const unreachable = (e: unknown, d: Deadline) =>
-  e instanceof PluginError && (e.code === "NETWORK" || e.code === "TIMEOUT") && !d.signal.aborted;
+/**
+ * Whether a failure says nothing listens at the address (refused, no route: an IPv6-only node
+ * asking the IPv4 address), rather than that IMDS answered badly or slowly.
+ */
+const unreachable = (e: unknown): e is PluginError =>
+  e instanceof PluginError && e.code === "NETWORK";
 
 /**
- * The first base URL that answers at all (any status: a 429 is IMDS); the last is not asked
- * first, its own tries tell. Returns it with the reasons the ones before it were passed over.
+ * The first base URL where something listens (any answer will do: a 429 is IMDS too); the last
+ * is not asked first, its own tries tell. With it, why the ones before it were passed over.
  */
 async function reachableEndpoint(
   options: ImdsOptions,
-): Promise<{ endpoint: Endpoint; passed: string[] }> {
-  const passed: string[] = [];
+): Promise<{ endpoint: Endpoint; passed: PluginError[] }> {
+  const passed: PluginError[] = [];
   const bases = options.baseUrls;
   for (const [i, baseUrl] of bases.entries()) {
     const endpoint = { baseUrl, client: directClient(baseUrl), ...options };
@@ -148,12 +151,14 @@ async function reachableEndpoint(
       await (await get("instance/region", endpoint, [], 2)).body?.cancel();
       return { endpoint, passed };
     } catch (e) {
-      // Answered, if badly: this is IMDS's address, and the real requests will say what is wrong.
-      if (!unreachable(e, options.deadline)) return { endpoint, passed };
+      // Answered, if badly, or slow: IMDS is here, and the real requests will say what is wrong.
+      if (!unreachable(e)) return { endpoint, passed };
       endpoint.client.close();
-      const host = new URL(baseUrl).host;
-      passed.push(`${host}: ${(e as PluginError).reason}`);
-      options.log.info("IMDS", `${host} cannot be reached: trying ${new URL(bases[i + 1]).host}`);
+      passed.push(e);
+      options.log.info(
+        "IMDS",
+        `${e.host} cannot be reached (${e.reason}): trying ${new URL(bases[i + 1]).host}`,
+      );
     }
   }
   throw new Error("no IMDS base URL"); // options.baseUrls is never empty
@@ -194,11 +199,12 @@ export async function fetchInstanceDocuments(options: ImdsOptions): Promise<Inst
       baseUrl: endpoint.baseUrl,
     };
   } catch (e) {
-    if (passed.length === 0 || !unreachable(e, options.deadline)) throw e;
-    const { step, code, reason, host, hint } = e as PluginError;
-    throw new PluginError(step, code, `${reason}; and before it ${passed.join("; ")}`, {
-      host,
-      hint,
+    if (passed.length === 0 || !unreachable(e)) throw e;
+    // Nothing anywhere: named from the first address, the one a node most likely has.
+    const [first] = passed;
+    const others = [...passed.slice(1), e].map((p) => `${p.host}: ${p.reason}`).join("; ");
+    throw new PluginError("IMDS", "NETWORK", `${first.reason}; and at ${others}`, {
+      host: first.host,
       cause: e,
     });
   } finally {

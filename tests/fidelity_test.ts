@@ -117,7 +117,8 @@ test(
     assert.equal(docs.certificatePem, emu.leafCertPem);
     assert.ok(
       lines.some((l) =>
-        /step=IMDS msg="127\.0\.0\.1:\d+ cannot be reached: trying \[::1\]:\d+"/.test(l)
+        /step=IMDS msg="127\.0\.0\.1:\d+ cannot be reached \(request failed: .*\): trying \[::1\]:\d+"/
+          .test(l)
       ),
       lines.join("\n"),
     );
@@ -126,7 +127,7 @@ test(
     await emu.close();
     await assert.rejects(
       fetchInstanceDocuments({ baseUrls, deadline: deadline(20), log: createLogger("error") }),
-      /^PluginError: IMDS \[::1\]:\d+: request failed: .*; and before it 127\.0\.0\.1:\d+: request failed: /,
+      /^PluginError: IMDS 127\.0\.0\.1:\d+: request failed: .*Connection refused.*; and at \[::1\]:\d+: request failed: .*Connection refused/,
     );
   },
 );

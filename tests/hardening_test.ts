@@ -34,7 +34,7 @@ const provide = (cacheDir: string, image = appImage(emu), args: string[] = []) =
   });
 
 const NOBODY = 65534;
-const warning = (stderr: string) => {
+const oneLine = (stderr: string) => {
   const lines = stderr.trimEnd().split("\n");
   assert.equal(lines.length, 1, stderr);
   assert.match(lines[0], LOG_LINE);
@@ -64,7 +64,7 @@ test("a cache directory of another user, group-writable, or a symlink: refused, 
     assert.equal(run.code, 0, run.stderr);
     assert.ok(run.response!.auth["iad.ocir.io"].password, name);
     assert.equal(
-      warning(run.stderr),
+      oneLine(run.stderr),
       `oke-credential-provider level=warn step=cache msg="cannot use cache directory ${dir} (${why}: make it a directory of the plugin's user, mode 0700, or point --cache-dir elsewhere); answering without caching"`,
     );
     assert.equal(emu.counters.federations, federations + 1);
@@ -84,7 +84,7 @@ test("a lock path that is a directory or a dangling symlink: a warning, and the 
     assert.ok(run.response!.auth["iad.ocir.io"].password);
     const what = kind === "directory" ? "not a regular file" : "a symbolic link";
     assert.equal(
-      warning(run.stderr),
+      oneLine(run.stderr),
       `oke-credential-provider level=warn step=cache msg="cannot lock ${dir} (${dir}/lock is ${what}); answering without caching"`,
     );
   }
@@ -159,7 +159,7 @@ test("a redirect from IMDS, the auth service or OCIR is refused, never followed"
       const run = await provide(`${root}/${endpoint.replace(/\W/g, "-")}`);
       assert.equal(run.code, 1, `${step}: ${run.stderr}`);
       assert.equal(run.stdout, "");
-      const line = warning(run.stderr);
+      const line = oneLine(run.stderr);
       assert.match(line, where);
       assert.match(line, /the answer was a redirect, which is never followed/);
     }
@@ -167,4 +167,24 @@ test("a redirect from IMDS, the auth service or OCIR is refused, never followed"
   } finally {
     await elsewhere.shutdown();
   }
+});
+
+test("stdin open and silent: exit 1 within the deadline, one line naming the step", async () => {
+  const started = Date.now();
+  const run = await runPlugin({
+    stdin: "",
+    holdStdin: true,
+    env: emu.env,
+    args: ["--timeout", "2"],
+    killAfterMs: 15_000,
+  });
+  const seconds = (Date.now() - started) / 1000;
+  assert.equal(run.signal, null, "the plugin ended by itself, not by the safety net");
+  assert.equal(run.code, 1);
+  assert.equal(run.stdout, "");
+  assert.equal(
+    oneLine(run.stderr),
+    `oke-credential-provider level=error step=request msg="the invocation's deadline ran out during this step (raise --timeout (kubelet allows 60 s) or find what is slow on this node's network)"`,
+  );
+  assert.ok(seconds < 10, `${seconds} s`);
 });

@@ -37,6 +37,8 @@ export interface StartOptions {
   args?: string[];
   /** Deno's permission flags; `-A` unless a test narrows them. */
   permissions?: readonly string[];
+  /** Leave stdin open after writing `stdin`, as a kubelet whose pipe never closes would. */
+  holdStdin?: boolean;
   /** The safety net: the process is killed after this long (a hang shows as `signal`). */
   killAfterMs?: number;
 }
@@ -81,10 +83,11 @@ export function startPlugin(options: StartOptions): Started {
     const bytes = typeof options.stdin === "string"
       ? new TextEncoder().encode(options.stdin)
       : options.stdin;
-    await writer.write(bytes).catch(() => {}); // a killed plugin stops reading
-    await writer.close().catch(() => {});
+    if (bytes.length > 0) await writer.write(bytes).catch(() => {}); // a killed plugin stops reading
+    if (!options.holdStdin) await writer.close().catch(() => {});
     const out = await child.output();
     clearTimeout(timer);
+    if (options.holdStdin) await writer.close().catch(() => {});
     const stdout = new TextDecoder().decode(out.stdout);
     let response;
     try {
