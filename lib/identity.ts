@@ -44,7 +44,7 @@ export interface InstanceIdentity {
  * ```
  */
 export async function instanceIdentity(
-  docs: InstanceDocuments,
+  docs: Omit<InstanceDocuments, "baseUrl">,
   now = new Date(),
 ): Promise<InstanceIdentity> {
   const leaf = parseCertificate(docs.certificatePem, "instance certificate");

@@ -51,22 +51,17 @@ function wholeJson(bytes: Uint8Array): unknown {
 /**
  * Reads and checks the request, refusing more than {@linkcode MAX_REQUEST_BYTES}. Kubelet writes
  * the request in one go, so reading stops as soon as what came is a whole JSON text: the usual
- * case waits for nothing and needs no timer (the first timer of a Deno process costs ~5 ms, a
- * fifth of the warm path). `onWaiting` is called once when more must be awaited, for the caller
- * to arm its deadline against a stdin that never closes.
+ * case waits for no end of stdin. A stdin that never sends is the caller's deadline's to end.
  *
  * @example
  * ```ts
- * const request = await readRequest(Deno.stdin, () => console.error("waiting for the rest of stdin"));
+ * const request = await readRequest(Deno.stdin);
  * ```
  */
-export async function readRequest(
-  source: RequestSource,
-  onWaiting?: () => void,
-): Promise<CredentialProviderRequest> {
+export async function readRequest(source: RequestSource): Promise<CredentialProviderRequest> {
   const buffer = new Uint8Array(64 * 1024);
   let bytes = new Uint8Array(0);
-  for (let waiting = false;;) {
+  for (;;) {
     const n = await source.read(buffer);
     if (n === null) break;
     if (bytes.length + n > MAX_REQUEST_BYTES) {
@@ -78,10 +73,6 @@ export async function readRequest(
     bytes = joined;
     const value = wholeJson(bytes);
     if (value !== undefined) return checkRequest(value);
-    if (!waiting) {
-      waiting = true;
-      onWaiting?.();
-    }
   }
   let text: string;
   try {

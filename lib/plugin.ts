@@ -27,7 +27,7 @@ import { VERSION } from "./version.ts";
 export interface ProvideOptions
   extends Pick<Options, "cacheDir" | "imdsBaseUrls" | "federationEndpoint" | "checkPull"> {
   log: Logger;
-  /** The invocation's deadline, asked for only off the warm path (a first timer costs ~5 ms). */
+  /** The invocation's deadline, asked for when a step needs it. */
   deadline: () => Deadline;
   /** Told each step as it starts, for the watchdog's message. */
   onStep?: (step: Step) => void;
@@ -134,26 +134,23 @@ export async function run(args: string[], io: PluginIO): Promise<number> {
     log = createLogger(options.logLevel, io.stderr);
     if (options.command === "help") return io.stdout(USAGE), 0;
     if (options.command === "version") return io.stdout(`oke-credential-provider ${VERSION}`), 0;
-    // One deadline for the invocation, started at its first need: the warm path needs none.
-    let invocation: Deadline | undefined;
-    const limit = (): Deadline => {
-      if (invocation) return invocation;
-      invocation = deadline(options.timeoutSeconds);
-      const exit = io.exit;
-      if (exit) {
-        watchdog(invocation, 1000, () => {
-          log.failure(deadlineError(step));
-          exit(1);
-        });
-      }
-      return invocation;
-    };
+    // One deadline for the invocation, armed before anything is read: a stdin that stays open
+    // and silent ends with it too.
+    const invocation = deadline(options.timeoutSeconds);
+    const limit = () => invocation;
+    const exit = io.exit;
+    if (exit) {
+      watchdog(invocation, 1000, () => {
+        log.failure(deadlineError(step));
+        exit(1);
+      });
+    }
     if (options.command === "doctor") {
       const { doctor } = await import("./doctor.ts");
       return await doctor(options, { deadline: limit(), log, print: io.stdout });
     }
     step = "request";
-    const request = await readRequest(io.stdin, limit);
+    const request = await readRequest(io.stdin);
     const onStep = (s: Step) => step = s;
     io.stdout(await provide(request, { ...options, log, deadline: limit, onStep }));
     return 0;

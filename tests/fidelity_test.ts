@@ -5,7 +5,7 @@
  * HTTP_PROXY would swallow IMDS requests.
  */
 import assert from "node:assert/strict";
-import { deadline } from "../lib/http.ts";
+import { deadline } from "../lib/deadline.ts";
 import { fetchInstanceDocuments } from "../lib/imds.ts";
 import { createLogger } from "../lib/log.ts";
 import { type Emulator, type EmulatorOptions, startEmulator } from "./emulator/mod.ts";
