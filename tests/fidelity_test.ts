@@ -8,32 +8,17 @@ import assert from "node:assert/strict";
 import { deadline } from "../lib/deadline.ts";
 import { fetchInstanceDocuments } from "../lib/imds.ts";
 import { createLogger } from "../lib/log.ts";
-import { type Emulator, type EmulatorOptions, startEmulator } from "./emulator/mod.ts";
-import { appImage, LOG_LINE } from "./fault_scenarios.ts";
+import type { Emulator, EmulatorOptions } from "./emulator/mod.ts";
+import { emulatorDirTest } from "./support/emulator.ts";
+import { appImage, LOG_LINE } from "./support/fault_scenarios.ts";
 import { kubeletRequest, runPlugin } from "./plugin_process.ts";
 
-/** Runs `body` with an emulator started with `options` and a fresh cache directory. */
-function test(
+/** A test with an emulator of its own, started with `options`, and a fresh cache directory. */
+const test = (
   name: string,
   options: EmulatorOptions,
   body: (emu: Emulator, cacheDir: string) => Promise<void>,
-) {
-  Deno.test({
-    name,
-    sanitizeOps: false,
-    sanitizeResources: false,
-    fn: async () => {
-      const emu = await startEmulator(options);
-      const dir = await Deno.makeTempDir({ prefix: "okecp-fidelity-" });
-      try {
-        await body(emu, dir);
-      } finally {
-        await emu.close();
-        await Deno.remove(dir, { recursive: true });
-      }
-    },
-  });
-}
+) => emulatorDirTest(name, ({ emu }, dir) => body(emu, dir), options);
 
 const provide = (emu: Emulator, cacheDir: string, env: Record<string, string> = {}) =>
   runPlugin({

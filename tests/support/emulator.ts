@@ -64,6 +64,25 @@ export function emulatorTest(
 }
 
 /**
+ * {@linkcode emulatorTest} with a fresh temporary directory of the test's own (a cache directory,
+ * or a root to plant files under), removed however the test ends.
+ */
+export function emulatorDirTest(
+  name: string,
+  fn: (fixture: EmulatorFixture, dir: string) => Promise<void>,
+  options: EmulatorOptions = {},
+): void {
+  emulatorTest(name, async (_t, fixture) => {
+    const dir = await Deno.makeTempDir({ prefix: "okecp-test-" });
+    try {
+      await fn(fixture, dir);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }, options);
+}
+
+/**
  * Drops the connection of the endpoint's next request, and only that one: the emulator's `drop`
  * lasts until cleared, so the fault is cleared the moment the drop happens.
  */
