@@ -48,13 +48,17 @@ export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR] as const;
 
 /**
  * Deno permissions for a plugin that may read and write `paths`; the release binaries bake in
- * {@linkcode PERMISSION_FLAGS}, this set for the default cache directory. `--allow-net` has no
- * host list because the hosts are open-ended: every region's OCIR and auth endpoints in every
- * realm, dedicated realms no table knows, IMDS, and the URLs given by OCI_METADATA_BASE_URL /
- * OCI_SDK_AUTH_CLIENT_REGION_URL; the plugin's own code decides which hosts receive a token
- * (lib/image.ts, trustedRegistry). `--allow-sys=uid` only: the cache must belong to the
- * process's own user. No --allow-run, --allow-ffi. `--no-prompt` because nobody can answer a
- * prompt under kubelet.
+ * {@linkcode PERMISSION_FLAGS}, this set for the default cache directory, and the tests substitute
+ * their own cache root (tests/support/plugin_process.ts). Every test that starts the plugin runs
+ * with exactly these, so a permission a feature lacks fails there first. Adding one is one line
+ * below, in its narrowest form, with its reason beside it. A flag naming a path the tests must
+ * swap as they swap the cache path (`--allow-run` of the binary's own path, for a detached
+ * refresh) takes that path as a parameter here, so the tests can name the program they run.
+ *
+ * `--allow-net` has no host list because the hosts are open-ended: every region's OCIR and auth
+ * endpoints in every realm, dedicated realms no table knows, IMDS, and the URLs given by
+ * OCI_METADATA_BASE_URL / OCI_SDK_AUTH_CLIENT_REGION_URL; the plugin's own code decides which
+ * hosts receive a token (lib/image.ts, trustedRegistry). No --allow-run, --allow-ffi.
  *
  * @example
  * ```ts
@@ -65,11 +69,11 @@ export function permissionFlags(paths: readonly string[] = ALLOWED_PATHS): strin
   return [
     "--allow-net",
     `--allow-env=${ALLOWED_ENV.join(",")}`,
-    `--allow-read=${paths.join(",")}`,
+    `--allow-read=${paths.join(",")}`, // the cache, and nothing else
     `--allow-write=${paths.join(",")}`,
-    "--allow-sys=uid",
+    "--allow-sys=uid", // only that: the cache must belong to the process's own user
     "--deny-import", // no code is loaded from the network at run time; all of it is embedded
-    "--no-prompt",
+    "--no-prompt", // nobody can answer a prompt under kubelet
   ];
 }
 
@@ -107,7 +111,7 @@ export function compileArgs(arch: Arch, output: string): string[] {
     "compile",
     "--target",
     TARGETS[arch].triple,
-    ...PERMISSION_FLAGS,
+    ...permissionFlags(),
     "--frozen", // a release builds exactly the locked dependencies
     // deno.json also names test-only npm packages (oci-common, fast-check, …): embed only what
     // mod.ts reaches.

@@ -1,7 +1,7 @@
 /** The command line itself: --version, --help, bad flags, and a stdin that never ends. */
 import assert from "node:assert/strict";
 import { VERSION } from "../lib/version.ts";
-import { MOD, runPlugin } from "./plugin_process.ts";
+import { runPlugin } from "./support/plugin_process.ts";
 
 Deno.test("--version and --help print to stdout and exit 0 without reading stdin", async () => {
   const version = await runPlugin({ stdin: "", args: ["--version"] });
@@ -37,21 +37,16 @@ Deno.test("a bad flag is one line on stderr, nothing on stdout, exit 1", async (
 });
 
 Deno.test("a stdin that never closes ends at the deadline with one line naming the step", async () => {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MOD, "--timeout", "1"],
-    env: { DENO_NO_UPDATE_CHECK: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode('{"apiVersion":'));
-  const out = await child.output(); // stdin stays open: only the plugin's own deadline ends this
-  await writer.close().catch(() => {});
+  // stdin stays open: only the plugin's own deadline ends this
+  const out = await runPlugin({
+    stdin: '{"apiVersion":',
+    holdStdin: true,
+    args: ["--timeout", "1"],
+  });
   assert.equal(out.code, 1);
-  assert.equal(new TextDecoder().decode(out.stdout), "");
+  assert.equal(out.stdout, "");
   assert.match(
-    new TextDecoder().decode(out.stderr),
+    out.stderr,
     /^oke-credential-provider level=error step=request msg="the invocation's deadline ran out during this step \(raise --timeout/,
   );
 });

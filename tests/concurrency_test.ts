@@ -8,7 +8,12 @@ import assert from "node:assert/strict";
 import { readDockerToken, readSession } from "../lib/cache.ts";
 import { emulatorTest, type Rig, waitForRequest } from "./support/emulator.ts";
 import { LOG_LINE } from "./support/fault_scenarios.ts";
-import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
+import {
+  kubeletRequest,
+  makeCacheDir,
+  type PluginRun as Run,
+  startPlugin,
+} from "./support/plugin_process.ts";
 
 /** Starts the plugin for `image` on the rig's emulator with this cache directory. */
 const plugin = (rig: Rig, dir: string, image: string, timeout = 40) =>
@@ -87,7 +92,7 @@ emulatorTest(
       fn: (dir: string) => Promise<void>,
     ) =>
       t.step(name, async () => {
-        const dir = await Deno.makeTempDir({ prefix: "okecp-storm-" });
+        const dir = await makeCacheDir("storm-");
         const before = emu.counters.federations;
         emu.clearFaults();
         try {

@@ -1,7 +1,7 @@
 /** `doctor` on the emulator: all good, then one failure of each kind with its cause and fix. */
 import assert from "node:assert/strict";
 import { type Emulator, startEmulator } from "./emulator/mod.ts";
-import { runPlugin } from "./plugin_process.ts";
+import { runPlugin } from "./support/plugin_process.ts";
 
 const emu: Emulator = await startEmulator();
 const test = (name: string, fn: () => Promise<void>) =>

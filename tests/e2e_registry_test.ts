@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { type Emulator, type Policy, startEmulator } from "./emulator/mod.ts";
-import { kubeletRequest, runPlugin } from "./plugin_process.ts";
+import { kubeletRequest, makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 import { type Distribution, startDistribution } from "./registry/distribution.ts";
 import { type OciImage, writeOciLayout } from "./registry/oci_layout.ts";
 import { skopeo, type SkopeoEnv, type SkopeoRun } from "./registry/skopeo.ts";
@@ -40,6 +40,7 @@ Deno.test({
       startEmulator({ dockerTokenTtl: 3 }),
     ]);
     const work = await Deno.makeTempDir({ prefix: "okecp-e2e-" });
+    const caches: string[] = [];
     let registry: Distribution | undefined;
     try {
       assert.equal(emu.registryHost, HOST);
@@ -51,11 +52,12 @@ Deno.test({
       });
       emu.setRegistryUpstream(HOST, registry.url);
       shortLived.setRegistryUpstream(HOST, registry.url);
-      await scenario(t, { emu, shortLived, registry, work });
+      await scenario(t, { emu, shortLived, registry, work, caches });
     } finally {
       await registry?.stop();
       await Promise.all([emu.close(), shortLived.close()]);
       await Deno.remove(work, { recursive: true });
+      for (const dir of caches) await Deno.remove(dir, { recursive: true });
     }
   },
 });
@@ -65,9 +67,11 @@ interface Setup {
   shortLived: Emulator;
   registry: Distribution;
   work: string;
+  /** The plugin cache directories made, removed at the end. */
+  caches: string[];
 }
 
-async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work }: Setup) {
+async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work, caches }: Setup) {
   const ns = emu.namespace;
   emu.setPolicy(tenancyMayPull(emu));
   const ref = (namespace: string) => `${HOST}/${namespace}/app:${TAG}`;
@@ -76,6 +80,12 @@ async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work }
   const fresh = async (name: string) => {
     const dir = `${work}/${name}-${++counter}`;
     await Deno.mkdir(dir);
+    return dir;
+  };
+  /** A fresh plugin cache directory, where the plugin under test may write. */
+  const freshCache = async () => {
+    const dir = await makeCacheDir("e2e-");
+    caches.push(dir);
     return dir;
   };
   const client = async (e: Emulator): Promise<SkopeoEnv> => ({
@@ -89,7 +99,7 @@ async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work }
     const result = await runPlugin({
       stdin: kubeletRequest(image),
       env: e.env,
-      args: ["--cache-dir", await fresh("cache")],
+      args: ["--cache-dir", await freshCache()],
     });
     assert.equal(result.code, 0, result.stderr);
     const auth = result.response?.auth[HOST];
@@ -249,7 +259,7 @@ async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work }
     };
   };
   const checkPull = async () => {
-    const cacheDir = await fresh("cache");
+    const cacheDir = await freshCache();
     const result = await runPlugin({
       stdin: kubeletRequest(ref(ns)),
       env: emu.env,
@@ -305,7 +315,7 @@ async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work }
       result = await runPlugin({
         stdin: kubeletRequest(ref(ns)),
         env: emu.env,
-        args: ["--cache-dir", await fresh("cache")],
+        args: ["--cache-dir", await freshCache()],
       });
     } finally {
       emu.clearFaults();

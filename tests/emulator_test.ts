@@ -9,7 +9,7 @@ import { decodeJwt } from "jose";
 import { startEmulator } from "./emulator/mod.ts";
 import { importPkcs1 } from "./emulator/client.ts";
 import { emulatorTest } from "./support/emulator.ts";
-import { kubeletRequest, runPlugin } from "./plugin_process.ts";
+import { kubeletRequest, makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 
@@ -322,7 +322,7 @@ Deno.test({
     });
     assert.equal(await res.text(), "phx");
     // The plugin, given exactly those exports, gets its credentials.
-    const cacheDir = await Deno.makeTempDir();
+    const cacheDir = await makeCacheDir();
     const run = await runPlugin({
       stdin: kubeletRequest("phx.ocir.io/emutenancy/app:1"),
       env,

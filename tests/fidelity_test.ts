@@ -11,7 +11,7 @@ import { createLogger } from "../lib/log.ts";
 import type { Emulator, EmulatorOptions } from "./emulator/mod.ts";
 import { emulatorDirTest } from "./support/emulator.ts";
 import { appImage, LOG_LINE } from "./support/fault_scenarios.ts";
-import { kubeletRequest, runPlugin } from "./plugin_process.ts";
+import { kubeletRequest, runPlugin } from "./support/plugin_process.ts";
 
 /** A test with an emulator of its own, started with `options`, and a fresh cache directory. */
 const test = (

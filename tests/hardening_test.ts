@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { Emulator } from "./emulator/mod.ts";
 import { emulatorDirTest } from "./support/emulator.ts";
 import { appImage, LOG_LINE } from "./support/fault_scenarios.ts";
-import { kubeletRequest, runPlugin } from "./plugin_process.ts";
+import { kubeletRequest, runPlugin } from "./support/plugin_process.ts";
 
 /** A test with an emulator of its own and a fresh directory to put caches and plants in. */
 const test = (name: string, fn: (emu: Emulator, root: string) => Promise<void>) =>

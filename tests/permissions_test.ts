@@ -1,15 +1,41 @@
 /**
- * Issue 5, least privilege: the plugin run with exactly the Deno permissions compiled into the
- * release binaries (scripts/build.ts), not `-A`, with the test's own cache directory as the one
- * writable path. It works on the emulator, cold and warm (HTTPS_PROXY and DENO_CERT work without
- * any permission: the runtime applies them). With a cache directory outside the allowed paths it still answers, and says in one line
- * that it cannot cache there.
+ * Least privilege (issues 5 and 16): the plugin runs with exactly the Deno permissions compiled
+ * into the release binaries (scripts/build.ts), with its cache in a test cache directory. It works
+ * on the emulator, cold and warm (HTTPS_PROXY and DENO_CERT work without any permission: the
+ * runtime applies them). With a cache directory outside the allowed paths it still answers, and
+ * says in one line that it cannot cache there. Each permission of the set is needed: a run
+ * without any one of them does not succeed cleanly, so the tests' runs really use this set.
  */
 import assert from "node:assert/strict";
-import { ALLOWED_PATHS, PERMISSION_FLAGS, permissionFlags } from "../scripts/build.ts";
 import { startRig } from "./support/emulator.ts";
 import { appImage, LOG_LINE } from "./support/fault_scenarios.ts";
-import { kubeletRequest, type PluginRun as Run, startPlugin } from "./plugin_process.ts";
+import {
+  cacheRoot,
+  kubeletRequest,
+  makeCacheDir,
+  pluginCommand,
+  type PluginRun as Run,
+  startPlugin,
+  testBinary,
+  testPermissions,
+} from "./support/plugin_process.ts";
+import { ALLOWED_PATHS, PERMISSION_FLAGS, permissionFlags } from "../scripts/build.ts";
+
+Deno.test("the tests start the plugin with the release permissions, or the binary under test", () => {
+  const { program, args } = pluginCommand({ args: ["--version"] });
+  if (testBinary) {
+    assert.deepEqual({ program, args }, { program: testBinary, args: ["--version"] });
+    assert.equal(cacheRoot(), "/var/lib/oke-credential-provider");
+    return;
+  }
+  assert.equal(program, Deno.execPath());
+  const flags = args.slice(1, args.indexOf("--quiet"));
+  assert.deepEqual(flags, permissionFlags([cacheRoot()]));
+  // Only the fixed cache path is swapped for the test's cache root.
+  const release = permissionFlags();
+  assert.deepEqual(flags.filter((f) => release.includes(f)).length, release.length - 2);
+  assert.ok(!args.some((a) => /^(-A|--allow-all)$/.test(a)));
+});
 
 Deno.test({
   name: "least privilege: the release binary's permissions suffice, and a forbidden cache is said",
@@ -26,14 +52,17 @@ Deno.test({
         stdin: kubeletRequest(appImage(emu)),
         env: emu.env,
         args: ["--cache-dir", cacheDir, "--timeout", "20"],
-        permissions: permissionFlags([allowed]),
         killAfterMs: 30_000,
       }).done;
+    const allowed = await makeCacheDir("perm-");
+    // A real, writable place outside the test cache root, which the plugin may not touch.
+    const forbidden = await Deno.makeTempDir({ prefix: "okecp-perm-" });
     try {
+      assert.ok(!`${forbidden}/`.startsWith(`${cacheRoot()}/`));
       assert.deepEqual(ALLOWED_PATHS, ["/var/lib/oke-credential-provider"], "no /tmp");
       assert.deepEqual(permissionFlags(), PERMISSION_FLAGS, "the release set is the default");
 
-      await t.step("cold, then warm, with the cache in the one writable path", async () => {
+      await t.step("cold, then warm, with the cache where the binary may write", async () => {
         const cold = await run(`${allowed}/cache`);
         assert.equal(cold.code, 0, cold.stderr);
         assert.equal(cold.stderr, "");
@@ -75,6 +104,50 @@ Deno.test({
       await emu.close();
       await Deno.remove(allowed, { recursive: true });
       await Deno.remove(forbidden, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "each permission of the release set is needed: without any one, a cold run is not clean",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const { emu } = await startRig();
+    try {
+      const full = testPermissions();
+      const allows = full.filter((f) => f.startsWith("--allow-"));
+      assert.deepEqual(allows.map((f) => f.split("=")[0]), [
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        "--allow-write",
+        "--allow-sys",
+      ]);
+      for (const dropped of [undefined, ...allows]) {
+        await t.step(
+          dropped ? `without ${dropped.split("=")[0]}` : "with all of them",
+          async () => {
+            const dir = await makeCacheDir("drop-");
+            try {
+              const run = await startPlugin({
+                stdin: kubeletRequest(appImage(emu)),
+                env: emu.env,
+                args: ["--cache-dir", dir, "--timeout", "10"],
+                permissions: full.filter((f) => f !== dropped),
+                killAfterMs: 20_000,
+              }).done;
+              const clean = run.code === 0 && run.stderr === "" &&
+                Boolean(run.response?.auth["iad.ocir.io"]?.password);
+              assert.equal(clean, dropped === undefined, run.stderr);
+            } finally {
+              await Deno.remove(dir, { recursive: true });
+            }
+          },
+        );
+      }
+    } finally {
+      await emu.close();
     }
   },
 });

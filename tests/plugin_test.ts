@@ -7,7 +7,12 @@ import assert from "node:assert/strict";
 import { API_VERSIONS } from "../lib/kubelet.ts";
 import { emulatorClient } from "./emulator/client.ts";
 import { type Emulator, type EmulatorOptions, startEmulator } from "./emulator/mod.ts";
-import { kubeletRequest, type PluginRun, runPlugin } from "./plugin_process.ts";
+import {
+  kubeletRequest,
+  makeCacheDir,
+  type PluginRun,
+  runPlugin,
+} from "./support/plugin_process.ts";
 
 const test = (name: string, fn: () => Promise<void>) =>
   Deno.test({ name, fn, sanitizeOps: false, sanitizeResources: false });
@@ -18,7 +23,7 @@ async function withEmulator(
   fn: (emu: Emulator, cacheDir: string) => Promise<void>,
 ) {
   const emu = await startEmulator(options);
-  const cacheDir = await Deno.makeTempDir({ prefix: "okecp-cache-" });
+  const cacheDir = await makeCacheDir();
   try {
     await fn(emu, cacheDir);
   } finally {

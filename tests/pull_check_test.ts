@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { parseChallenge } from "../lib/pull_check.ts";
 import type { Emulator } from "./emulator/mod.ts";
-import { kubeletRequest, runPlugin } from "./plugin_process.ts";
+import { kubeletRequest, makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 import { emulatorTest } from "./support/emulator.ts";
 
 Deno.test("parseChallenge reads a registry's Bearer challenge, any case, any order", () => {
@@ -37,7 +37,7 @@ async function doctorImage(emu: Emulator, image: string) {
 
 /** A `--check-pull` run on an empty cache, and how long its token stays cached. */
 async function checkPullRun(emu: Emulator, image: string) {
-  const cacheDir = await Deno.makeTempDir({ prefix: "okecp-pull-check-" });
+  const cacheDir = await makeCacheDir("pull-check-");
   try {
     const run = await runPlugin({
       stdin: kubeletRequest(image),

@@ -12,6 +12,7 @@ import {
   startEmulator,
 } from "../emulator/mod.ts";
 import { emulatorClient } from "../emulator/client.ts";
+import { makeCacheDir } from "./plugin_process.ts";
 
 /** An emulator, and hooks called as each of its requests is answered (or dropped, or hung). */
 export interface Rig {
@@ -73,7 +74,8 @@ export function emulatorDirTest(
   options: EmulatorOptions = {},
 ): void {
   emulatorTest(name, async (_t, fixture) => {
-    const dir = await Deno.makeTempDir({ prefix: "okecp-test-" });
+    // Where the plugin under test may write (its caches, and what a test plants beside them).
+    const dir = await makeCacheDir();
     try {
       await fn(fixture, dir);
     } finally {

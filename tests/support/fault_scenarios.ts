@@ -8,7 +8,12 @@ import assert from "node:assert/strict";
 import type { Level } from "../../lib/log.ts";
 import type { Emulator, RequestLogEntry } from "../emulator/mod.ts";
 import { pkcs1Pem, rsaKeyPair } from "../emulator/pki.ts";
-import { kubeletRequest, type PluginRun as Run, startPlugin } from "../plugin_process.ts";
+import {
+  kubeletRequest,
+  makeCacheDir,
+  type PluginRun as Run,
+  startPlugin,
+} from "./plugin_process.ts";
 import { dropOnce, type Rig } from "./emulator.ts";
 
 /** The image of most scenarios. */
@@ -75,7 +80,7 @@ export async function runScenario(
   const { emu } = rig;
   emu.clearFaults();
   rig.hooks.clear();
-  const dir = await Deno.makeTempDir({ prefix: "okecp-fault-" });
+  const dir = await makeCacheDir("fault-");
   try {
     await scenario.arrange?.(rig, dir);
     // The more verbose of the two: a scenario that checks its info lines needs at least info.
