@@ -360,14 +360,59 @@ Deno.test("permissions: --allow-env covers every variable lib/ and mod.ts read",
   assert.deepEqual(unscannable, [], "read environment variables by literal name");
 });
 
-Deno.test("release: the workflow publishes exactly the release assets the README names", async () => {
-  const workflow = parse(await Deno.readTextFile(`${ROOT}.github/workflows/release.yml`));
-  const steps = workflow.jobs.release.steps as { name?: string; run?: string }[];
-  assert.ok(steps.some((s) => s.run?.includes("deno task test")), "tests run before a release");
-  assert.ok(steps.some((s) => s.run?.includes("deno task build")));
-  const publish = steps.find((s) => s.name === "Publish")!.run!;
+interface Job {
+  needs?: string | string[];
+  "runs-on": string;
+  strategy?: { matrix: { include: Record<string, string>[] } };
+  env?: Record<string, string>;
+  permissions?: Record<string, string>;
+  steps: { name?: string; uses?: string; run?: string; with?: Record<string, string> }[];
+}
+const workflow = async (name: string): Promise<{ jobs: Record<string, Job> }> =>
+  parse(await Deno.readTextFile(`${ROOT}.github/workflows/${name}`));
+
+Deno.test("release: both binaries tested on their own CPU, then exactly the README's assets published", async () => {
+  const { jobs } = await workflow("release.yml");
+  assert.ok(jobs.build.steps.some((s) => s.run?.includes("deno task build")));
+  // The tests run against each binary, on a runner of its architecture.
+  const matrix = jobs.test.strategy!.matrix.include;
+  assert.deepEqual(matrix.map((m) => [m.arch, m.runner]), [
+    ["amd64", "ubuntu-24.04"],
+    ["arm64", "ubuntu-24.04-arm"],
+  ]);
+  assert.equal(
+    jobs.test.env!.BINARY,
+    "${{ github.workspace }}/dist/" + binaryAsset("amd64").replace("amd64", "${{ matrix.arch }}"),
+  );
+  assert.ok(jobs.test.steps.some((s) => s.run === 'OKE_CP_TEST_BINARY="$BINARY" bash .ci/run'));
+  // Publishing waits for both, and is the only job that may write to the repository.
+  assert.deepEqual(jobs.publish.needs, ["build", "test"]);
+  for (const [name, job] of Object.entries(jobs)) {
+    assert.equal(job.permissions?.contents === "write", name === "publish", name);
+  }
+  const publish = jobs.publish.steps.find((s) => s.name === "Publish")!.run!;
   const published = [...publish.matchAll(/dist\/(\S+)/g)].map((m) => m[1]);
   assert.deepEqual(published, [...RELEASE_ASSETS]);
+  const attest = jobs.build.steps.find((s) =>
+    s.uses?.startsWith("actions/attest-build-provenance")
+  );
+  assert.deepEqual(attest!.with!["subject-path"].trim().split("\n").map((p) => p.slice(5)), [
+    ...RELEASE_ASSETS,
+  ]);
   const notes = await Deno.readTextFile(`${ROOT}README.md`);
   for (const asset of RELEASE_ASSETS) assert.ok(notes.includes(`\`${asset}\``), asset);
+  assert.match(notes, /gh attestation verify oke-credential-provider-linux-amd64 --repo /);
+});
+
+Deno.test("ci: every push and pull request runs .ci/run, and again against the amd64 binary", async () => {
+  const ci = parse(await Deno.readTextFile(`${ROOT}.github/workflows/ci.yml`));
+  assert.deepEqual(Object.keys(ci.on).sort(), ["pull_request", "push"]);
+  const { jobs } = await workflow("ci.yml");
+  assert.ok(jobs.check.steps.some((s) => s.run === "bash .ci/run"));
+  assert.ok(jobs.binary.steps.some((s) => s.run === "deno task build --arch amd64"));
+  assert.ok(
+    jobs.binary.steps.some((s) =>
+      s.run === `OKE_CP_TEST_BINARY="$PWD/dist/${binaryAsset("amd64")}" bash .ci/run`
+    ),
+  );
 });

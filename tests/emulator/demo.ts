@@ -1,9 +1,10 @@
 /**
  * `deno task demo`: the plugin doing its whole job on one machine. Starts the OCI emulator,
- * runs the real plugin (`mod.ts`) twice as kubelet would (cold, then warm from its cache), and
+ * runs the real plugin (`mod.ts`, with the release binary's permissions) twice as kubelet would (cold, then warm from its cache), and
  * shows each answer with the password redacted, what crossed the wire, and how long it took.
  */
 import { fileURLToPath } from "node:url";
+import { permissionFlags } from "../../scripts/build.ts";
 import { emulatorClient } from "./client.ts";
 import { type RequestLogEntry, startEmulator } from "./mod.ts";
 
@@ -75,7 +76,8 @@ try {
     const seen = emu.requests.length;
     const start = Date.now();
     const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", PLUGIN, "--cache-dir", cacheDir],
+      // The release binary's permissions, its cache path being this demo's temp directory.
+      args: ["run", ...permissionFlags([cacheDir]), PLUGIN, "--cache-dir", cacheDir],
       // Deno's update check would otherwise show up on the wire as a refused CONNECT.
       env: { ...emu.env, DENO_NO_UPDATE_CHECK: "1" },
       stdin: "piped",
