@@ -3,7 +3,7 @@
  * (a shell wrapper running `deno run <release permissions> mod.ts`, as `deno compile` bakes them)
  * runs a subset of the contract tests green; the same wrapper with one wrong flag makes them fail.
  * The full set runs against real binaries in the release and CI workflows, and against this
- * wrapper by hand (see the note in tests/support/plugin_process.ts).
+ * wrapper by hand (README, Development).
  *
  * The binary may write only under /var/lib/oke-credential-provider, so the tests keep their
  * caches there: .ci/run and the workflows create it. Elsewhere, without it, this test is skipped.
