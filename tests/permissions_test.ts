@@ -37,6 +37,30 @@ Deno.test("the tests start the plugin with the release permissions, or the binar
   assert.ok(!args.some((a) => /^(-A|--allow-all)$/.test(a)));
 });
 
+Deno.test("every test starts the plugin through tests/support/plugin_process.ts", async () => {
+  const tests = new URL("./", import.meta.url);
+  const plugin = new URL("mod.ts", new URL("..", import.meta.url)).href;
+  // The helper itself; the demo, which runs it with the release flags; the test of the
+  // OKE_CP_TEST_BINARY switch, whose stand-in binary wraps mod.ts.
+  const allowed = ["support/plugin_process.ts", "emulator/demo.ts", "test_binary_test.ts"];
+  const offenders: string[] = [];
+  const walk = async (dir: URL, prefix: string): Promise<void> => {
+    for await (const entry of Deno.readDir(dir)) {
+      const name = `${prefix}${entry.name}`;
+      if (entry.isDirectory) await walk(new URL(`${entry.name}/`, dir), `${name}/`);
+      if (!entry.isFile || !name.endsWith(".ts") || allowed.includes(name)) continue;
+      const file = new URL(entry.name, dir);
+      const source = await Deno.readTextFile(file);
+      const paths = [...source.matchAll(/["'`]((?:\.\.?\/)+mod\.ts)["'`]/g)].map((m) => m[1]);
+      if (paths.some((p) => new URL(p, file).href === plugin) || /\bMOD\b/.test(source)) {
+        offenders.push(name);
+      }
+    }
+  };
+  await walk(tests, "");
+  assert.deepEqual(offenders, [], "start the plugin with startPlugin/runPlugin");
+});
+
 Deno.test({
   name: "least privilege: the release binary's permissions suffice, and a forbidden cache is said",
   sanitizeOps: false,
