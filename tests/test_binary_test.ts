@@ -9,7 +9,8 @@
  * caches there: .ci/run and the workflows create it. Elsewhere, without it, this test is skipped.
  */
 import assert from "node:assert/strict";
-import { CACHE_DIR, permissionFlags } from "../scripts/build.ts";
+import { DEFAULT_CACHE_DIR } from "../lib/cache.ts";
+import { permissionFlags } from "../scripts/build.ts";
 import { MOD, TEST_BINARY_VAR } from "./support/plugin_process.ts";
 
 const CONTRACT = new URL("./plugin_test.ts", import.meta.url).pathname;
@@ -18,12 +19,12 @@ const SUBSET = "/^(iad\\.ocir\\.io: the answer carries|a corrupt cache is ignore
 
 async function cacheRootProblem(): Promise<string | undefined> {
   try {
-    await Deno.remove(await Deno.makeTempDir({ dir: CACHE_DIR, prefix: "probe-" }));
+    await Deno.remove(await Deno.makeTempDir({ dir: DEFAULT_CACHE_DIR, prefix: "probe-" }));
     return undefined;
   } catch (e) {
-    return `${CACHE_DIR} is not writable here (${
+    return `${DEFAULT_CACHE_DIR} is not writable here (${
       (e as Error).message
-    }): create it for this user (sudo install -d -o "$USER" ${CACHE_DIR})`;
+    }): create it for this user (sudo install -d -o "$USER" ${DEFAULT_CACHE_DIR})`;
   }
 }
 const problem = await cacheRootProblem();
@@ -72,7 +73,7 @@ Deno.test({
     try {
       const good = await wrapper(dir, "release");
       // Denies the cache path the release flags allow: every cache write fails.
-      const wrong = await wrapper(dir, "wrong", [`--deny-write=${CACHE_DIR}`]);
+      const wrong = await wrapper(dir, "wrong", [`--deny-write=${DEFAULT_CACHE_DIR}`]);
       const [passed, failed] = await Promise.all([runSubset(good), runSubset(wrong)]);
       assert.equal(passed.code, 0, passed.text);
       assert.match(passed.text, /ok \| 2 passed \| 0 failed/);
