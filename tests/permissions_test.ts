@@ -68,9 +68,6 @@ Deno.test({
   fn: async (t) => {
     const bench = await startRig();
     const { emu } = bench;
-    const allowed = await Deno.makeTempDir({ prefix: "okecp-perm-" });
-    // A real, writable place that the binary may not touch.
-    const forbidden = await Deno.makeTempDir({ prefix: "okecp-perm-" });
     const run = (cacheDir: string): Promise<Run> =>
       startPlugin({
         stdin: kubeletRequest(appImage(emu)),
