@@ -34,7 +34,7 @@ let root: string | undefined;
 export function cacheRoot(): string {
   if (root) return root;
   if (testBinary) return root = DEFAULT_CACHE_DIR;
-  root = Deno.makeTempDirSync({ prefix: "okecp-test-cache-" });
+  root = Deno.makeTempDirSync({ prefix: "okecp-" });
   const made = root;
   addEventListener("unload", () => Deno.removeSync(made, { recursive: true }));
   return root;
@@ -42,9 +42,10 @@ export function cacheRoot(): string {
 
 /**
  * A fresh, empty cache directory the plugin under test may write: under {@linkcode cacheRoot}.
- * The caller removes it.
+ * The caller removes it. Names stay short: the log redacts any run of 80 or more base64-alphabet
+ * characters, which a long path (with a test's file names below it) can be.
  */
-export async function makeCacheDir(prefix = "test-"): Promise<string> {
+export async function makeCacheDir(prefix = "t-"): Promise<string> {
   try {
     return await Deno.makeTempDir({ dir: cacheRoot(), prefix });
   } catch (e) {
