@@ -26,12 +26,28 @@ export interface Logger {
 
 // JWTs (security tokens, docker tokens), PEM bodies, `ST$` key ids and long base64 runs are the
 // shapes a secret of ours can take; a line never carries them, even in debug.
-const SECRETS: [RegExp, string][] = [
-  [/-----BEGIN [A-Z0-9 ]+-----[\s\S]*?(-----END [A-Z0-9 ]+-----|$)/g, "[PEM redacted]"],
-  [/ST\$[A-Za-z0-9._~+/=-]+/g, "ST$[redacted]"],
-  [/eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g, "[JWT redacted]"],
-  [/[A-Za-z0-9+/_-]{80,}={0,2}/g, "[base64 redacted]"],
+const SECRETS: [RegExp, (match: string) => string][] = [
+  [/-----BEGIN [A-Z0-9 ]+-----[\s\S]*?(-----END [A-Z0-9 ]+-----|$)/g, () => "[PEM redacted]"],
+  [/ST\$[A-Za-z0-9._~+/=-]+/g, () => "ST$[redacted]"],
+  // Only where a run starts: inside a base64 blob, `eyJ` would leave the blob's head unredacted.
+  [
+    /(?<![A-Za-z0-9+/_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g,
+    () => "[JWT redacted]",
+  ],
+  [/[A-Za-z0-9+/_-]{80,}={0,2}/g, (run) => isPath(run) ? run : "[base64 redacted]"],
 ];
+
+/**
+ * Whether a long base64-alphabet run is a file path (a cache directory, a temp file) rather than
+ * a secret: it starts with '/', has no '+', '=' or '//', and no name in it holds more than three
+ * capitals. Names rarely do; base64 of random bytes is four tenths capitals with a '/' only
+ * about every 64 characters, so 80 or more of its characters practically never pass (none of a
+ * million 80-character runs did, each with a '/' forced in front).
+ */
+function isPath(run: string): boolean {
+  return run.startsWith("/") && !/[+=]|\/\//.test(run) &&
+    run.split("/").every((name) => name.replace(/[^A-Z]/g, "").length <= 3);
+}
 
 /**
  * Removes anything shaped like a token, key or certificate from a text.
