@@ -3,7 +3,10 @@
  * injected round-trip latencies, next to the official SDK doing the same job and next to the
  * floor (an empty Deno program's start plus the round trips no implementation can avoid).
  *
- * Every measured run is a process, timed from spawn to exit, as kubelet starts the plugin. Runs
+ * Every measured run is a process, timed from spawn to exit, as kubelet starts the plugin, and the
+ * plugin starts the one way the tests start it (tests/support/plugin_process.ts): `deno run mod.ts`
+ * under the release binary's permissions (scripts/build.ts), or the binary OKE_CP_TEST_BINARY
+ * names. The numbers are the release binary's, not those of a run allowed everything. Runs
  * of different kinds are interleaved round by round, so that drift in the machine's speed
  * (other load, CPU frequency) spreads over all of them instead of biasing one. Peak RSS comes
  * from GNU time (`/usr/bin/time`, Debian package `time`) when it is installed.
@@ -24,9 +27,9 @@
 
 import { parseArgs } from "node:util";
 import { type Emulator, type RequestLogEntry, startEmulator } from "../tests/emulator/mod.ts";
+import { makeCacheDir, pluginCommand, testPermissions } from "../tests/support/plugin_process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const MOD = `${ROOT}mod.ts`;
 const BENCH = `${ROOT}bench/`;
 
 const { values: flags } = parseArgs({
@@ -87,7 +90,8 @@ interface Run {
 
 const GNU_TIME = "/usr/bin/time";
 const hasGnuTime = await Deno.stat(GNU_TIME).then((s) => s.isFile, () => false);
-const tmp = await Deno.makeTempDir({ prefix: "oke-bench-" });
+// Under the root the plugin's permissions allow, since the plugin caches in directories of it.
+const tmp = await makeCacheDir("bench-");
 let serial = 0;
 
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
@@ -107,11 +111,24 @@ function childEnv(emu: Emulator, extra: Record<string, string> = {}): Record<str
   return { ...inherited, ...emu.env, DENO_NO_UPDATE_CHECK: "1", ...extra };
 }
 
-/** Runs `deno <args>` with `stdin`, timing it from spawn to exit. */
-async function spawn(args: string[], env: Record<string, string>, stdin = ""): Promise<Run> {
+/** A program and its arguments. */
+interface Command {
+  program: string;
+  args: string[];
+}
+
+/** `deno <args>`. */
+const deno = (...args: string[]): Command => ({ program: Deno.execPath(), args });
+
+/** Runs a command with `stdin`, timing it from spawn to exit. */
+async function spawn(
+  { program, args }: Command,
+  env: Record<string, string>,
+  stdin = "",
+): Promise<Run> {
   const rssFile = `${tmp}/rss-${serial++}`;
-  const command = hasGnuTime ? GNU_TIME : Deno.execPath();
-  const argv = hasGnuTime ? ["-f", "%M %U %S", "-o", rssFile, Deno.execPath(), ...args] : args;
+  const command = hasGnuTime ? GNU_TIME : program;
+  const argv = hasGnuTime ? ["-f", "%M %U %S", "-o", rssFile, program, ...args] : args;
   const start = performance.now();
   const child = new Deno.Command(command, {
     args: argv,
@@ -167,11 +184,11 @@ async function plugin(
 ): Promise<Run> {
   const run = how === "env"
     ? await spawn(
-      ["run", "-A", MOD],
+      pluginCommand({}),
       childEnv(emu, { OKE_CREDENTIAL_PROVIDER_CACHE_DIR: cacheDir }),
       request(host),
     )
-    : await spawn(["run", "-A", MOD, "--cache-dir", cacheDir], childEnv(emu), request(host));
+    : await spawn(pluginCommand({ args: ["--cache-dir", cacheDir] }), childEnv(emu), request(host));
   let password;
   try {
     password = JSON.parse(run.stdout).auth[host].password;
@@ -186,13 +203,13 @@ async function plugin(
 async function sdk(emu: Emulator, host: string): Promise<Run> {
   const auth = emu.hosts.find((h) => h.startsWith("auth.us-ashburn-1."));
   const run = await spawn(
-    [
+    deno(
       "run",
       "-A",
       new URL("../tests/emulator/sdk_probe.ts", import.meta.url).pathname,
       `https://${auth}`,
       host,
-    ],
+    ),
     childEnv(emu),
   );
   if (run.code !== 0 || !run.stdout.startsWith('{"status":200,')) fail("SDK path", run);
@@ -200,14 +217,14 @@ async function sdk(emu: Emulator, host: string): Promise<Run> {
 }
 
 async function empty(emu: Emulator): Promise<Run> {
-  const run = await spawn(["run", "-A", `${BENCH}empty.ts`], childEnv(emu));
+  const run = await spawn(deno("run", "-A", `${BENCH}empty.ts`), childEnv(emu));
   if (run.code !== 0) fail("empty program", run);
   return run;
 }
 
 /** A JSON-printing helper script of bench/, run as a process. */
 async function helper<T>(emu: Emulator, script: string, args: string[]): Promise<T> {
-  const run = await spawn(["run", "-A", `${BENCH}${script}`, ...args], childEnv(emu));
+  const run = await spawn(deno("run", "-A", `${BENCH}${script}`, ...args), childEnv(emu));
   if (run.code !== 0) fail(script, run);
   return JSON.parse(run.stdout);
 }
@@ -341,8 +358,9 @@ async function coldSteps(emu: Emulator, profile: Profile): Promise<string> {
       // The second run finds the session the first cached, but no docker token.
       if (k === 1) await Deno.remove(`${dir}/docker-${profile.host}.json`);
       const first = emu.requests.length;
+      // The real command in-process, under the plugin's own permissions.
       const run = await spawn(
-        ["run", "-A", `${BENCH}cold_run.ts`, "--cache-dir", dir],
+        deno("run", ...testPermissions(), "--quiet", `${BENCH}cold_run.ts`, "--cache-dir", dir),
         childEnv(emu),
         request(profile.host),
       );

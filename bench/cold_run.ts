@@ -6,7 +6,7 @@
  * stdin; it prints one JSON line: the exit status, when the runtime started (epoch ms) and the
  * entries, in ms since then.
  *
- *   deno run -A bench/cold_run.ts --cache-dir DIR < request.json
+ *   deno run <release permissions> bench/cold_run.ts --cache-dir DIR < request.json
  *
  * @module
  */
