@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createLogger, formatLine, redact } from "../lib/log.ts";
 import { PluginError } from "../lib/errors.ts";
+import { generateSessionKey } from "../lib/federation.ts";
 import fc from "fast-check";
 
 Deno.test("redact removes JWTs, ST$ key ids, PEM blocks and long base64", () => {
@@ -80,16 +81,7 @@ Deno.test("redact keeps long file paths readable", () => {
 Deno.test("redact: a secret's shape is replaced as before, wherever it stands", async () => {
   const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJvY2lkMSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
   const pem = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAK\n-----END CERTIFICATE-----";
-  const { privateKey, publicKey } = await crypto.subtle.generateKey(
-    {
-      name: "RSASSA-PKCS1-v1_5",
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: "SHA-256",
-    },
-    true,
-    ["sign", "verify"],
-  );
+  const { privateKey, publicKey } = await generateSessionKey();
   const pkcs8 = base64(new Uint8Array(await crypto.subtle.exportKey("pkcs8", privateKey)));
   const spki = base64(new Uint8Array(await crypto.subtle.exportKey("spki", publicKey)));
   const table: [string, string][] = [
