@@ -94,6 +94,8 @@ Deno.test("redact: a secret's shape is replaced as before, wherever it stands", 
     [`/var/lib/oke-credential-provider/${spki}`, "[base64 redacted]"],
     [`/${pkcs8}`, "[base64 redacted]"],
     [`${"A".repeat(120)}`, "[base64 redacted]"],
+    // `eyJ` inside a blob, a '.' after it: the whole blob goes, not only a JWT-shaped tail.
+    [`${"A".repeat(30)}eyJ${"B".repeat(60)}.json`, "[base64 redacted].json"],
     [`/${"abc/".repeat(30)}+x`, "[base64 redacted]"],
     ["HTTP 401 NotAuthenticated: bad date", "HTTP 401 NotAuthenticated: bad date"],
   ];
