@@ -11,7 +11,10 @@
 #      SHA256SUMS instead), and installs nothing if either differs;
 #   4. installs /usr/local/bin/oke-credential-provider (0755) and
 #      /etc/kubernetes/credential-provider-config.yaml (0644), each by an atomic rename;
-#   5. fetches OKE's bootstrap script from the instance metadata service and runs it with
+#   5. starts `oke-credential-provider warm` in the background (at most OKE_CP_WARM_TIMEOUT
+#      seconds, output in /var/log/oke-credential-provider-warm.log), so that kubelet's first
+#      pull finds a token cached; it never fails or holds up the bootstrap;
+#   6. fetches OKE's bootstrap script from the instance metadata service and runs it with
 #      --kubelet-extra-args "<both flags>".
 # Running it again gives the same result.
 #
@@ -25,6 +28,8 @@
 #   OKE_CP_RUN_OKE_INIT "false" to only install (for autoscalers that bootstrap kubelet
 #                       themselves; they must then pass the two kubelet flags)
 #   OKE_CP_EXTRA_KUBELET_ARGS  more kubelet flags to pass along in the same argument
+#   OKE_CP_WARM         "false" not to warm the token cache at boot
+#   OKE_CP_WARM_TIMEOUT seconds the background warm-up may take (default 60)
 #   OKE_CP_ROOT, OKE_CP_IMDS_URL, OKE_CP_OKE_INIT  where to install, the metadata service, where
 #                       to write oke-init.sh (for tests; the defaults are right on a node)
 set -euo pipefail
@@ -38,6 +43,8 @@ OKE_CP_EXTRA_KUBELET_ARGS="${OKE_CP_EXTRA_KUBELET_ARGS:-}"
 OKE_CP_ROOT="${OKE_CP_ROOT:-}"
 OKE_CP_IMDS_URL="${OKE_CP_IMDS_URL:-http://169.254.169.254/opc/v2}"
 OKE_CP_OKE_INIT="${OKE_CP_OKE_INIT:-${OKE_CP_ROOT}/var/run/oke-init.sh}"
+OKE_CP_WARM="${OKE_CP_WARM:-true}"
+OKE_CP_WARM_TIMEOUT="${OKE_CP_WARM_TIMEOUT:-60}"
 
 # The release's checksums, fixed when the release was built (scripts/build.ts writes them, in
 # sha256sum's format, with the tag they belong to): files fetched from a mirror or a compromised
@@ -145,6 +152,17 @@ install_file() { # install_file SOURCE DEST MODE: write beside DEST, then rename
 install_file "$staging/$bin_asset" "${OKE_CP_ROOT}${BIN_DIR}/${BIN_NAME}" 0755
 install_file "$staging/$CONFIG_ASSET" "${OKE_CP_ROOT}${CONFIG_PATH}" 0644
 log "installed ${BIN_DIR}/${BIN_NAME} and ${CONFIG_PATH}"
+
+# Warm the token cache, so that kubelet's first pull of a private image finds a token on disk.
+# In the background, bounded in time, its output in a log file rather than on this script's
+# pipes: it never fails the bootstrap nor holds it up, and kubelet works the same without it.
+if [[ "$OKE_CP_WARM" != "false" ]] && command -v timeout >/dev/null; then
+  warm_log="${OKE_CP_ROOT}/var/log/oke-credential-provider-warm.log"
+  mkdir -p "$(dirname "$warm_log")"
+  (timeout "$OKE_CP_WARM_TIMEOUT" "${OKE_CP_ROOT}${BIN_DIR}/${BIN_NAME}" warm \
+    </dev/null >>"$warm_log" 2>&1 || echo "warm ended with status $?" >>"$warm_log") &
+  log "warming the token cache in the background (at most ${OKE_CP_WARM_TIMEOUT} s; see ${warm_log#"$OKE_CP_ROOT"})"
+fi
 
 if [[ "$OKE_CP_RUN_OKE_INIT" == "false" ]]; then
   log "OKE_CP_RUN_OKE_INIT=false: not running oke-init.sh; pass kubelet: $KUBELET_FLAGS"

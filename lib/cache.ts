@@ -1,9 +1,11 @@
 /**
- * The token cache on disk: the security token with its session key, and one docker token per
- * registry host. Files are 0600 in a 0700 directory and replaced atomically (temp file, fsync,
- * rename), so a reader never sees a torn file, even when a writer is killed mid-write. Anything
- * unreadable is treated as absent and rewritten. A lock file serializes the processes that miss
- * the cache, so that only one of them federates; the kernel drops the lock if its holder dies.
+ * The token cache on disk: the security token with its session key, a spare session key, one
+ * docker token per registry host, and one background-refresh record per host. Files are 0600 in
+ * a 0700 directory and replaced atomically (temp file, fsync, rename), so a reader never sees a
+ * torn file, even when a writer is killed mid-write. Anything unreadable is treated as absent and
+ * rewritten. A lock file serializes the processes that miss the cache, so that only one of them
+ * federates; the kernel drops the lock if its holder dies. When an entry may be answered is
+ * lib/freshness.ts's to say.
  *
  * The plugin runs as root, so a directory or file someone else controls must never be trusted:
  * the directory must be this process's user's own, not a symbolic link and writable by no one
@@ -16,51 +18,39 @@
  * @module
  */
 
+import { describe, PluginError } from "./errors.ts";
+import { freshness, type Lifetime } from "./freshness.ts";
+import type { Logger } from "./log.ts";
+
 /** The documented default cache directory. */
 export const DEFAULT_CACHE_DIR = "/var/lib/oke-credential-provider";
 
-/** A docker token as cached for one registry host. */
-export interface CachedDockerToken {
+/**
+ * A docker token as cached for one registry host, with the times lib/freshness.ts judges it by
+ * (`obtainedAt` and `refreshAt` by our clock, `issuedAt`/`expiresAt` by the issuer's).
+ */
+export interface CachedDockerToken extends Lifetime {
   host: string;
   token: string;
-  /** Epoch seconds; the token is reused until then. */
-  refreshAt: number;
-  expiresAt: number;
   /** The instance certificate fingerprint and tenancy it was obtained with. */
   fingerprint: string;
   tenancy: string;
 }
 
-/** The cached security token and its session key. */
-export interface CachedSession {
+/** The cached security token and its session key; reused until `usableUntil` (lib/freshness.ts). */
+export interface CachedSession extends Lifetime {
   token: string;
-  refreshAt: number;
-  expiresAt: number;
   fingerprint: string;
   tenancy: string;
   /** The session private key, PKCS#8 DER, base64. */
   privateKey: string;
 }
 
-/**
- * When to stop reusing a token: shortly before it expires, by a tenth of its lifetime and at
- * most 5 minutes (OCI's Go SDK refreshes security tokens 5 minutes early; an hour-long docker
- * token gives kubelet `55m0s`).
- *
- * @example
- * ```ts
- * refreshTime(0, 3600); // 3300
- * ```
- */
-export function refreshTime(issuedAt: number, expiresAt: number): number {
-  return expiresAt - Math.min(300, Math.floor((expiresAt - issuedAt) / 10));
-}
-
-import { PluginError } from "./errors.ts";
-
 const now = () => Date.now() / 1000;
 const isString = (v: unknown): v is string => typeof v === "string" && v !== "";
 const isTime = (v: unknown): v is number => typeof v === "number" && Number.isFinite(v);
+const hasTimes = (v: Record<string, unknown>) =>
+  isTime(v.obtainedAt) && isTime(v.issuedAt) && isTime(v.expiresAt) && isTime(v.refreshAt);
 
 // Cache files are small JSON documents; anything bigger was not written by the plugin.
 const MAX_FILE_BYTES = 64 * 1024;
@@ -162,7 +152,8 @@ const dockerTokenName = (host: string) => `docker-${host}.json`;
 const SESSION_NAME = "session.json";
 
 /**
- * The cached docker token for `host`, if there is one still worth using.
+ * The cached docker token for `host`, if there is one that may still be answered (fresh or
+ * stale: `freshness` of lib/freshness.ts tells which).
  *
  * @example
  * ```ts
@@ -176,14 +167,16 @@ export async function readDockerToken(
 ): Promise<CachedDockerToken | undefined> {
   const v = await readJson(dir, dockerTokenName(host));
   if (
-    !v || v.host !== host || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) ||
-    !isString(v.fingerprint) || !isString(v.tenancy) || v.refreshAt <= at
+    !v || v.host !== host || !isString(v.token) || !hasTimes(v) ||
+    !isString(v.fingerprint) || !isString(v.tenancy) ||
+    (v.denied !== undefined && typeof v.denied !== "boolean")
   ) return undefined;
-  return v as unknown as CachedDockerToken;
+  const entry = v as unknown as CachedDockerToken;
+  return freshness(entry, at).state === "unusable" ? undefined : entry;
 }
 
 /**
- * The cached session, if there is one still worth using.
+ * The cached session, if it may still be used (before `usableUntil` of lib/freshness.ts).
  *
  * @example
  * ```ts
@@ -193,11 +186,11 @@ export async function readDockerToken(
 export async function readSession(dir: string, at = now()): Promise<CachedSession | undefined> {
   const v = await readJson(dir, SESSION_NAME);
   if (
-    !v || !isString(v.token) || !isTime(v.refreshAt) || !isTime(v.expiresAt) ||
-    !isString(v.fingerprint) ||
-    !isString(v.tenancy) || !isString(v.privateKey) || v.refreshAt <= at
+    !v || !isString(v.token) || !hasTimes(v) || !isString(v.fingerprint) ||
+    !isString(v.tenancy) || !isString(v.privateKey)
   ) return undefined;
-  return v as unknown as CachedSession;
+  const session = v as unknown as CachedSession;
+  return freshness(session, at).state === "unusable" ? undefined : session;
 }
 
 /**
@@ -354,4 +347,237 @@ export async function lockCache(dir: string, signal: AbortSignal): Promise<{ rel
     throw e;
   }
   return { release: () => file.close() };
+}
+
+/**
+ * Runs `work` holding the cache lock ({@linkcode lockCache}), after removing what writers killed
+ * mid-write left behind; the lock is released however `work` ends.
+ *
+ * @example
+ * ```ts
+ * const dir = DEFAULT_CACHE_DIR;
+ * const entry = await withCacheLock(dir, AbortSignal.timeout(45_000), () => readDockerToken(dir, "iad.ocir.io"));
+ * ```
+ */
+export async function withCacheLock<T>(
+  dir: string,
+  signal: AbortSignal,
+  work: () => Promise<T>,
+): Promise<T> {
+  const lock = await lockCache(dir, signal);
+  try {
+    await removeTempFiles(dir);
+    return await work();
+  } finally {
+    lock.release();
+  }
+}
+
+/** A session key made ahead of use: PKCS#8 and SPKI DER, base64. */
+export interface SpareKey {
+  privateKey: string;
+  publicKey: string;
+}
+
+const SPARE_KEY_NAME = "session-key.spare.json";
+const spareKeyPath = (dir: string) => `${dir}/${SPARE_KEY_NAME}`;
+
+/**
+ * Stores a spare session key (0600, beside `session.json`), replacing any earlier spare. Call it
+ * holding the lock, as every writer does (an unlocked writer's temp file could be swept away).
+ *
+ * @example
+ * ```ts
+ * declare const key: SpareKey; // base64 PKCS#8 and SPKI of a new key pair
+ * await writeSpareKey(DEFAULT_CACHE_DIR, key);
+ * ```
+ */
+export async function writeSpareKey(dir: string, key: SpareKey): Promise<void> {
+  await writeAtomically(spareKeyPath(dir), key);
+}
+
+/**
+ * Whether a spare session key is waiting.
+ *
+ * @example
+ * ```ts
+ * await hasSpareKey(DEFAULT_CACHE_DIR); // true when the next federation need not make a key
+ * ```
+ */
+export async function hasSpareKey(dir: string): Promise<boolean> {
+  return await Deno.lstat(spareKeyPath(dir)).then((info) => info.isFile, () => false);
+}
+
+/**
+ * Takes the spare session key, if there is one, so that nobody else can: it is renamed away
+ * (atomic, so of two takers only one gets it), read and deleted. Each spare serves one
+ * federation only. Call it holding the lock.
+ *
+ * @example
+ * ```ts
+ * const spare = await takeSpareKey(DEFAULT_CACHE_DIR); // undefined when none is waiting
+ * ```
+ */
+export async function takeSpareKey(dir: string): Promise<SpareKey | undefined> {
+  // A .tmp name: if we die before deleting it, removeTempFiles does.
+  const taken = `${SPARE_KEY_NAME}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
+  try {
+    await Deno.rename(spareKeyPath(dir), `${dir}/${taken}`);
+  } catch {
+    return undefined;
+  }
+  try {
+    // Read like every cache file: never through a symbolic link, never another user's.
+    const v = await readJson(dir, taken);
+    return v && isString(v.privateKey) && isString(v.publicKey)
+      ? { privateKey: v.privateKey, publicKey: v.publicKey }
+      : undefined;
+  } finally {
+    await Deno.remove(`${dir}/${taken}`).catch(() => {});
+  }
+}
+
+/**
+ * The outcome of the last background refresh of a host's docker token, kept in
+ * `refresh-<host>.json` in the cache directory for `doctor`, status reports and the backoff:
+ *
+ * ```json
+ * {"host":"iad.ocir.io","at":1767225600,"ok":false,"failures":3,"retryAt":1767225660,
+ *  "reason":"federation: auth.us-ashburn-1.oraclecloud.com answered 503 …"}
+ * ```
+ *
+ * `at` and `retryAt` are epoch seconds; `failures` counts failed refreshes in a row (0 after a
+ * success); `reason` is the failure's one-line message (never a token), absent after a success.
+ */
+export interface RefreshRecord {
+  host: string;
+  at: number;
+  ok: boolean;
+  failures: number;
+  retryAt: number;
+  reason?: string;
+}
+
+/**
+ * The file of a host's refresh record.
+ *
+ * @example
+ * ```ts
+ * refreshRecordPath("/var/lib/oke-credential-provider", "iad.ocir.io");
+ * // "/var/lib/oke-credential-provider/refresh-iad.ocir.io.json"
+ * ```
+ */
+export function refreshRecordPath(dir: string, host: string): string {
+  return `${dir}/${refreshRecordName(host)}`;
+}
+
+const refreshRecordName = (host: string) => `refresh-${host}.json`;
+
+/**
+ * The last background refresh of `host`, if one was recorded.
+ *
+ * @example
+ * ```ts
+ * const record = await readRefreshRecord("/var/lib/oke-credential-provider", "iad.ocir.io");
+ * if (record && !record.ok) console.log(record.reason);
+ * ```
+ */
+export async function readRefreshRecord(
+  dir: string,
+  host: string,
+): Promise<RefreshRecord | undefined> {
+  const v = await readJson(dir, refreshRecordName(host));
+  if (
+    !v || v.host !== host || !isTime(v.at) || typeof v.ok !== "boolean" ||
+    !Number.isInteger(v.failures) || !isTime(v.retryAt) ||
+    (v.reason !== undefined && typeof v.reason !== "string")
+  ) return undefined;
+  return v as unknown as RefreshRecord;
+}
+
+/**
+ * Stores a host's refresh record. Call it holding the lock.
+ *
+ * @example
+ * ```ts
+ * const at = Date.now() / 1000;
+ * await writeRefreshRecord(DEFAULT_CACHE_DIR, { host: "iad.ocir.io", at, ok: true, failures: 0, retryAt: at });
+ * ```
+ */
+export async function writeRefreshRecord(dir: string, record: RefreshRecord): Promise<void> {
+  await writeAtomically(refreshRecordPath(dir, record.host), record);
+}
+
+const claimPath = (dir: string, host: string) => `${dir}/refresh-${host}.claim`;
+
+/**
+ * Claims the right to start a background refresh of `host`: true for exactly one of many
+ * concurrent callers (the claim file is created exclusively). A claim older than `staleAfter`
+ * seconds, or dated in the future, was left by a refresh that died: it is replaced.
+ *
+ * @example
+ * ```ts
+ * if (await claimRefresh(DEFAULT_CACHE_DIR, "iad.ocir.io", 60)) {
+ *   // start the refresh; it calls releaseRefreshClaim when done
+ * }
+ * ```
+ */
+export async function claimRefresh(
+  dir: string,
+  host: string,
+  staleAfter: number,
+): Promise<boolean> {
+  const path = claimPath(dir, host);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      (await Deno.open(path, { write: true, createNew: true, mode: 0o600 })).close();
+      return true;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+    const info = await Deno.lstat(path).catch(() => undefined);
+    const age = info?.mtime ? now() - info.mtime.getTime() / 1000 : 0;
+    if (info && age >= 0 && age < staleAfter) return false;
+    await Deno.remove(path).catch(() => {});
+  }
+  return false;
+}
+
+/**
+ * Gives up a claim taken with {@linkcode claimRefresh}: the refresh is over.
+ *
+ * @example
+ * ```ts
+ * await releaseRefreshClaim(DEFAULT_CACHE_DIR, "iad.ocir.io");
+ * ```
+ */
+export async function releaseRefreshClaim(dir: string, host: string): Promise<void> {
+  await Deno.remove(claimPath(dir, host)).catch(() => {});
+}
+
+/**
+ * Runs a cache write whose failure (disk full, read-only) costs only caching, never the answer:
+ * the failure is logged as a warning.
+ *
+ * @example
+ * ```ts
+ * import { createLogger } from "./log.ts";
+ *
+ * declare const entry: CachedDockerToken;
+ * await writeQuietly(createLogger("warn"), "docker token", () => writeDockerToken(DEFAULT_CACHE_DIR, entry));
+ * ```
+ */
+export async function writeQuietly(
+  log: Logger,
+  what: string,
+  write: () => Promise<void>,
+): Promise<void> {
+  try {
+    await write();
+  } catch (e) {
+    log.warn(
+      "cache",
+      `could not cache the ${what} (${describe(e)}); the next invocation will fetch again`,
+    );
+  }
 }

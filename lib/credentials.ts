@@ -1,28 +1,24 @@
 /**
- * The cold path: a docker token for a registry host when the cache has none. Under the cache
- * lock (so that of many processes started together only one talks to IMDS and the auth service)
- * it reuses the cached session when the instance certificate is unchanged, else generates a
- * session key while IMDS answers and federates; then it asks the registry host for a token and
- * caches it.
+ * The cold path: a docker token for a registry host when the cache has no usable one, and the
+ * refresh of a stale one. Four steps, under the cache lock so that of many processes started
+ * together only one talks to IMDS and the auth service: 1. the instance's identity from IMDS;
+ * 2. a session (lib/session.ts: cached, or a federation with a key readied while IMDS answers);
+ * 3. a docker token from the registry host; 4. with `--check-pull`, the token checked against the
+ * image, then cached.
  *
  * @module
  */
 
 import {
   type CachedDockerToken,
-  type CachedSession,
-  clearTokens,
-  lockCache,
   prepareCacheDir,
   readDockerToken,
-  readSession,
-  refreshTime,
-  removeTempFiles,
+  withCacheLock,
   writeDockerToken,
-  writeSession,
+  writeQuietly,
 } from "./cache.ts";
 import { describe, PluginError } from "./errors.ts";
-import { federate, federationUrl, generateSessionKey } from "./federation.ts";
+import { freshness, refreshPoint } from "./freshness.ts";
 import { type Deadline, deadlineError } from "./deadline.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
 import { type ImageReference, type OcirHost, trustedRegistry } from "./image.ts";
@@ -31,6 +27,7 @@ import type { Logger } from "./log.ts";
 import { fetchDockerToken, policyHint } from "./ocir.ts";
 import { checkPull } from "./pull_check.ts";
 import type { IssuedToken } from "./token.ts";
+import { type OpenSession, openSession, type Session } from "./session.ts";
 
 /** Where the plugin finds things, from flags and environment. */
 export interface Settings {
@@ -49,23 +46,6 @@ export interface Settings {
 /** How long a token that cannot read the image is reused: long enough to spare a storm, short
  * enough that a newly added IAM policy applies within minutes (a token never gains a permission). */
 export const DENIED_TOKEN_SECONDS = 120;
-
-/** A usable session: the security token and its private key. */
-interface Session {
-  token: string;
-  privateKey: CryptoKey;
-}
-
-async function restoreSession(cached: CachedSession): Promise<Session> {
-  const privateKey = await crypto.subtle.importKey(
-    "pkcs8",
-    Uint8Array.fromBase64(cached.privateKey),
-    { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  return { token: cached.token, privateKey };
-}
 
 /** Why the cache cannot be used, for the warning: the plugin's words where it refused it. */
 function cacheProblem(e: unknown): string {
@@ -89,23 +69,6 @@ async function usableCacheDir(settings: Settings): Promise<string | undefined> {
         cacheProblem(e)
       }); answering without caching`,
     );
-    return undefined;
-  }
-}
-
-/**
- * Takes the cache lock. A lock that cannot be taken (its path a directory or a symbolic link)
- * costs only the cache, never the answer; running out of time waiting for it is the deadline's.
- */
-async function lockOrNoCache(
-  dir: string,
-  { deadline, log }: Settings,
-): Promise<{ release(): void } | undefined> {
-  try {
-    return await lockCache(dir, deadline.signal);
-  } catch (e) {
-    if (deadline.signal.aborted) throw deadlineError("cache");
-    log.warn("cache", `cannot lock ${dir} (${cacheProblem(e)}); answering without caching`);
     return undefined;
   }
 }
@@ -142,51 +105,80 @@ async function canPull(
   }
 }
 
-/** Writes to the cache; a failure (disk full, read-only) costs only caching, never the answer. */
-async function store(settings: Settings, what: string, write: () => Promise<void>): Promise<void> {
+/** Step 3: a docker token for the host; a cached session that OCIR refuses is renewed once. */
+async function dockerToken(
+  registry: OcirHost,
+  identity: InstanceIdentity,
+  session: OpenSession,
+  settings: Settings,
+): Promise<IssuedToken> {
+  const { deadline, log } = settings;
+  const ask = (s: Session) =>
+    fetchDockerToken(registry.host, {
+      securityToken: s.token,
+      sessionKey: s.privateKey,
+      deadline,
+      log,
+    });
   try {
-    await write();
+    return await ask(await session.get(identity));
   } catch (e) {
-    settings.log.warn(
-      "cache",
-      `could not cache the ${what} (${describe(e)}); the next invocation will fetch again`,
+    // A cached security token can be refused before its expiry (revoked, the auth service's
+    // keys rotated): one fresh federation tells a dead token from a missing policy.
+    if (!session.reused || !(e instanceof PluginError && e.status === 401)) throw e;
+    log.info(
+      "OCIR token",
+      "the cached security token was refused: federating again",
+      registry.host,
     );
+    return await ask(await session.renew(identity));
   }
 }
 
-/** Federates with a new session key and caches the session. */
-async function newSession(
-  identity: InstanceIdentity,
-  sessionKey: Promise<CryptoKeyPair>,
+/** The four steps of the cold path, under the cache lock when there is a cache. */
+async function coldPath(
+  registry: OcirHost,
   dir: string | undefined,
   settings: Settings,
-): Promise<Session> {
+): Promise<CachedDockerToken> {
   const { deadline, log } = settings;
-  const keys = await sessionKey;
-  const url = federationUrl(identity.region, settings.federationEndpoint);
-  const st = await federate(identity, keys, { url, deadline, log });
-  log.info(
-    "federation",
-    `security token valid until ${new Date(st.expiresAt * 1000).toISOString()}`,
-    url.host,
+  // Opened first: when no session is cached, its key is readied while IMDS answers.
+  const session = await openSession(dir, settings);
+  // 1. Who we are, and whether this host may have a token.
+  const identity = await instanceIdentity(
+    await fetchInstanceDocuments({ baseUrls: settings.imdsBaseUrls, deadline, log }),
   );
-  if (dir) {
-    const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
-    await store(settings, "security token", () =>
-      writeSession(dir, {
-        token: st.token,
-        refreshAt: refreshTime(st.issuedAt, st.expiresAt),
-        expiresAt: st.expiresAt,
-        fingerprint: identity.fingerprint,
-        tenancy: identity.tenancy,
-        privateKey: pkcs8.toBase64(),
-      }));
+  trustedRegistry(registry.host, identity.region.realmDomain, "image");
+  // 2 and 3. A session, and with it a docker token.
+  const obtainedAt = Date.now() / 1000;
+  const docker = await dockerToken(registry, identity, session, settings);
+  const entry: CachedDockerToken = {
+    host: registry.host,
+    token: docker.token,
+    obtainedAt,
+    issuedAt: docker.issuedAt,
+    expiresAt: docker.expiresAt,
+    refreshAt: refreshPoint(obtainedAt, docker.expiresAt - docker.issuedAt),
+    fingerprint: identity.fingerprint,
+    tenancy: identity.tenancy,
+  };
+  // 4. Checked if asked, and cached.
+  if (settings.checkPull && !await canPull(settings.checkPull, entry, identity, settings)) {
+    entry.refreshAt = Math.min(entry.refreshAt, obtainedAt + DENIED_TOKEN_SECONDS);
+    entry.denied = true;
   }
-  return { token: st.token, privateKey: keys.privateKey };
+  if (dir) await writeQuietly(log, "docker token", () => writeDockerToken(dir, entry));
+  log.info(
+    "OCIR token",
+    `docker token valid until ${new Date(docker.expiresAt * 1000).toISOString()}`,
+    registry.host,
+  );
+  return entry;
 }
 
 /**
- * Obtains a docker token for an OCIR host: cached by another process meanwhile, or made now.
+ * Obtains a docker token for an OCIR host: one cached by another process meanwhile (usable, or
+ * with `reuse: "fresh"` only one before its refresh point, as a refresh wants), or a new one.
  *
  * @example
  * ```ts
@@ -200,80 +192,30 @@ async function newSession(
 export async function obtainDockerToken(
   registry: OcirHost,
   settings: Settings,
+  reuse: "usable" | "fresh" = "usable",
 ): Promise<CachedDockerToken> {
-  const { log, deadline } = settings;
-  let dir = await usableCacheDir(settings);
-  const lock = dir ? await lockOrNoCache(dir, settings) : undefined;
-  if (!lock) dir = undefined;
+  const { deadline, log } = settings;
+  const dir = await usableCacheDir(settings);
+  if (!dir) return await coldPath(registry, undefined, settings);
+  let locked = false;
   try {
-    if (dir) await removeTempFiles(dir);
-    const cached = dir ? await readDockerToken(dir, registry.host) : undefined;
-    if (cached) {
-      log.debug("cache", "another invocation cached a token meanwhile", registry.host);
-      return cached;
-    }
-    let saved = dir ? await readSession(dir) : undefined;
-    // Key generation (150–300 ms of CPU, on a worker thread) starts before the IMDS round trips so
-    // that they overlap, and only when no session is cached; BENCHMARKS.md shows what remains.
-    let sessionKey = saved ? undefined : generateSessionKey();
-    const identity = await instanceIdentity(
-      await fetchInstanceDocuments({ baseUrls: settings.imdsBaseUrls, deadline, log }),
-    );
-    trustedRegistry(registry.host, identity.region.realmDomain, "image");
-    if (
-      dir && saved &&
-      (saved.fingerprint !== identity.fingerprint || saved.tenancy !== identity.tenancy)
-    ) {
-      log.info("cache", "the instance certificate changed: dropping cached tokens");
-      await clearTokens(dir);
-      saved = undefined;
-      sessionKey = generateSessionKey();
-    }
-    if (saved) log.debug("cache", "reusing the cached security token");
-    let session = saved
-      ? await restoreSession(saved)
-      : await newSession(identity, sessionKey!, dir, settings);
-    const ask = (s: Session) =>
-      fetchDockerToken(registry.host, {
-        securityToken: s.token,
-        sessionKey: s.privateKey,
-        deadline,
-        log,
-      });
-    let docker: IssuedToken;
-    try {
-      docker = await ask(session);
-    } catch (e) {
-      // A cached security token can be refused before its expiry (revoked, the auth service's
-      // keys rotated): one fresh federation tells a dead token from a missing policy.
-      if (!saved || !(e instanceof PluginError && e.status === 401)) throw e;
-      log.info(
-        "OCIR token",
-        "the cached security token was refused: federating again",
-        registry.host,
-      );
-      session = await newSession(identity, generateSessionKey(), dir, settings);
-      docker = await ask(session);
-    }
-    const entry: CachedDockerToken = {
-      host: registry.host,
-      token: docker.token,
-      refreshAt: refreshTime(docker.issuedAt, docker.expiresAt),
-      expiresAt: docker.expiresAt,
-      fingerprint: identity.fingerprint,
-      tenancy: identity.tenancy,
-    };
-    if (settings.checkPull && !await canPull(settings.checkPull, entry, identity, settings)) {
-      entry.refreshAt = Math.min(entry.refreshAt, docker.issuedAt + DENIED_TOKEN_SECONDS);
-    }
-    if (dir) await store(settings, "docker token", () => writeDockerToken(dir, entry));
-    log.info(
-      "OCIR token",
-      `docker token valid until ${new Date(docker.expiresAt * 1000).toISOString()}`,
-      registry.host,
-    );
-    return entry;
-  } finally {
-    lock?.release();
+    return await withCacheLock(dir, deadline.signal, async () => {
+      locked = true;
+      const cached = await readDockerToken(dir, registry.host);
+      if (
+        cached && (reuse === "usable" || freshness(cached, Date.now() / 1000).state === "fresh")
+      ) {
+        log.debug("cache", "another invocation cached a token meanwhile", registry.host);
+        return cached;
+      }
+      return await coldPath(registry, dir, settings);
+    });
+  } catch (e) {
+    if (locked) throw e;
+    // A lock that cannot be taken (its path a directory or a symbolic link) costs only the
+    // cache, never the answer; running out of time waiting for it is the deadline's.
+    if (deadline.signal.aborted) throw deadlineError("cache");
+    log.warn("cache", `cannot lock ${dir} (${cacheProblem(e)}); answering without caching`);
+    return await coldPath(registry, undefined, settings);
   }
 }

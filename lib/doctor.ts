@@ -1,11 +1,13 @@
 /**
  * `oke-credential-provider doctor [--image REF]`: every step of the plugin, run on the node, one
- * line per check with ✓ or ✗ and its time; for each ✗, the likely cause and the fix. Nothing is
- * read from or written to the token cache: this is a fresh look. Exit status 0 only if all pass.
+ * line per check with ✓ or ✗ and its time; for each ✗, the likely cause and the fix. No cached
+ * token is used and nothing is written: this is a fresh look. Last, what the background refresh
+ * recorded for each host (lib/refresh.ts). Exit status 0 only if all checks pass.
  *
  * @module
  */
 
+import { readRefreshRecord } from "./cache.ts";
 import { describe, PluginError } from "./errors.ts";
 import { federate, federationUrl, generateSessionKey } from "./federation.ts";
 import type { Deadline } from "./deadline.ts";
@@ -17,6 +19,7 @@ import type { Logger } from "./log.ts";
 import { fetchDockerToken, policyHint } from "./ocir.ts";
 import type { Options } from "./options.ts";
 import { checkPull } from "./pull_check.ts";
+import { canRunItself } from "./refresh.ts";
 import type { IssuedToken } from "./token.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
@@ -256,5 +259,46 @@ export async function doctor(
           : "check the network path to the registry host (proxy, DNS, firewall)",
     );
   }
+  await backgroundRefreshes(options.cacheDir, print);
   return report.failed ? 1 : 0;
+}
+
+/**
+ * What the background refresh last did for each host with a record in the cache directory (the
+ * tokens themselves are not read), and how to warm a cache that has none.
+ */
+async function backgroundRefreshes(dir: string, print: (line: string) => void): Promise<void> {
+  const hosts: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      const host = /^refresh-(.+)\.json$/.exec(entry.name)?.[1];
+      if (host) hosts.push(host);
+    }
+  } catch {
+    // no cache directory (yet), or not readable here: nothing recorded
+  }
+  const iso = (s: number) => new Date(s * 1000).toISOString();
+  for (const host of hosts.sort()) {
+    const r = await readRefreshRecord(dir, host);
+    if (!r) continue;
+    print(
+      r.ok
+        ? `✓ refresh        ${host}: last background refresh succeeded at ${iso(r.at)}`
+        : `! refresh        ${host}: ${r.failures} background refresh(es) failed, the last at ${
+          iso(r.at)
+        } (${r.reason}); next try from ${
+          iso(r.retryAt)
+        }; pulls use the cached token while it is usable`,
+    );
+  }
+  if (!canRunItself()) {
+    print(
+      `! refresh        this binary (${Deno.execPath()}) may not run itself, so stale tokens are refreshed only when kubelet waits: install it as /usr/local/bin/oke-credential-provider`,
+    );
+  }
+  if (hosts.length === 0) {
+    print(
+      `- refresh        no background refresh recorded in ${dir}; \`oke-credential-provider warm\` caches tokens ahead of kubelet`,
+    );
+  }
 }

@@ -6,7 +6,7 @@
  */
 
 import { PluginError, type Step } from "./errors.ts";
-import { REALM_DOMAINS } from "./regions.ts";
+import { REALM_DOMAINS, type Region } from "./regions.ts";
 
 /** A parsed image reference: `host[:port]/path[:tag][@digest]`. */
 export interface ImageReference {
@@ -153,4 +153,21 @@ export function trustedRegistry(host: string, nodeRealmDomain: string, step: Ste
     `${registry.host} is in realm domain ${registry.realmDomain}, which is neither a known OCI realm nor this node's (${nodeRealmDomain}): no token is sent there`,
     { host: registry.host },
   );
+}
+
+/**
+ * The OCIR host names of a region, its most used one first: `<key>.ocir.io`, `<region>.ocir.io`
+ * and `ocir.<region>.oci.oraclecloud.com` in oc1; `ocir.<region>.oci.<realm domain>` elsewhere.
+ *
+ * @example
+ * ```ts
+ * regionRegistryHosts({ regionKey: "iad", regionId: "us-ashburn-1", realmKey: "oc1", realmDomain: "oraclecloud.com" });
+ * // ["iad.ocir.io", "us-ashburn-1.ocir.io", "ocir.us-ashburn-1.oci.oraclecloud.com"]
+ * ```
+ */
+export function regionRegistryHosts(region: Region): string[] {
+  const realmHost = `ocir.${region.regionId}.oci.${region.realmDomain}`;
+  return region.realmKey === "oc1"
+    ? [`${region.regionKey.toLowerCase()}.ocir.io`, `${region.regionId}.ocir.io`, realmHost]
+    : [realmHost];
 }

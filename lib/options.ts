@@ -23,9 +23,18 @@ function imdsBaseUrls(override: string | undefined): readonly string[] {
   return override ? [override] : DEFAULT_IMDS_BASES;
 }
 
+/** Every environment variable the plugin reads (a refresh process is given the same). */
+export const ENV_VARIABLES = [
+  "OKE_CREDENTIAL_PROVIDER_CACHE_DIR",
+  "OKE_CREDENTIAL_PROVIDER_CHECK_PULL",
+  "OKE_CREDENTIAL_PROVIDER_LOG_LEVEL",
+  "OCI_METADATA_BASE_URL",
+  "OCI_SDK_AUTH_CLIENT_REGION_URL",
+] as const;
+
 /** What to do, and how. */
 export interface Options {
-  command: "provide" | "doctor" | "help" | "version";
+  command: "provide" | "doctor" | "warm" | "refresh" | "help" | "version";
   cacheDir: string;
   timeoutSeconds: number;
   logLevel: Level;
@@ -34,6 +43,8 @@ export interface Options {
   federationEndpoint?: string;
   /** `doctor --image`. */
   image?: string;
+  /** `warm --registry` (any number) and `refresh --registry` (at most one). */
+  registries: string[];
   /** `--check-pull`: check the token can read the image; cache a token that cannot only briefly. */
   checkPull: boolean;
 }
@@ -42,6 +53,9 @@ export interface Options {
 export const USAGE =
   `Usage: oke-credential-provider [flags]            (run by kubelet: request on stdin, response on stdout)
        oke-credential-provider doctor [--image REF] (check every step on this node)
+       oke-credential-provider warm [--registry HOST]...
+                                 (cache tokens ahead of kubelet's first pull, e.g. at boot;
+                                  default: this region's OCIR hosts, from the metadata service)
 
 Flags:
   --cache-dir DIR     token cache (env OKE_CREDENTIAL_PROVIDER_CACHE_DIR; default ${DEFAULT_CACHE_DIR})
@@ -92,6 +106,7 @@ export async function parseOptions(
     imdsBaseUrls: imdsBaseUrls(env("OCI_METADATA_BASE_URL")),
     federationEndpoint: env("OCI_SDK_AUTH_CLIENT_REGION_URL") || undefined,
     checkPull: env("OKE_CREDENTIAL_PROVIDER_CHECK_PULL") === "true",
+    registries: [],
   };
   // Kubelet's config can set these through `env` rather than `args`: the warm path then never
   // loads node:util (~7 ms, a third of a warm run).
@@ -107,6 +122,7 @@ export async function parseOptions(
         timeout: { type: "string" },
         "log-level": { type: "string" },
         image: { type: "string" },
+        registry: { type: "string", multiple: true },
         "check-pull": { type: "boolean" },
         version: { type: "boolean" },
         help: { type: "boolean" },
@@ -116,11 +132,22 @@ export async function parseOptions(
     throw bad(`${(e as Error).message.split("\n")[0]} (see --help)`);
   }
   const { values, positionals } = parsed;
-  if (positionals.length > 1 || (positionals.length === 1 && positionals[0] !== "doctor")) {
+  const command = positionals[0];
+  if (
+    positionals.length > 1 ||
+    (command !== undefined && !["doctor", "warm", "refresh"].includes(command))
+  ) {
     throw bad(`unexpected argument ${JSON.stringify(positionals.at(-1))} (see --help)`);
   }
-  if (values.image !== undefined && positionals[0] !== "doctor") {
+  if (values.image !== undefined && command !== "doctor") {
     throw bad("--image is a flag of doctor");
+  }
+  options.registries = values.registry ?? [];
+  if (options.registries.length > 0 && command !== "warm" && command !== "refresh") {
+    throw bad("--registry is a flag of warm");
+  }
+  if (command === "refresh" && options.registries.length > 1) {
+    throw bad("refresh takes at most one --registry");
   }
   if (values["cache-dir"] !== undefined) {
     if (values["cache-dir"] === "") throw bad("--cache-dir is empty");
@@ -144,8 +171,6 @@ export async function parseOptions(
     ? "help"
     : values.version
     ? "version"
-    : positionals[0] === "doctor"
-    ? "doctor"
-    : "provide";
+    : (command as "doctor" | "warm" | "refresh" | undefined) ?? "provide";
   return options;
 }

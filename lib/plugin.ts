@@ -9,9 +9,10 @@
  * @module
  */
 
-import { readDockerToken } from "./cache.ts";
+import { type CachedDockerToken, hasSpareKey, readDockerToken } from "./cache.ts";
 import { type Deadline, deadline, deadlineError, watchdog } from "./deadline.ts";
 import type { Step } from "./errors.ts";
+import { freshness } from "./freshness.ts";
 import { ocirHost, parseImage } from "./image.ts";
 import {
   type CredentialProviderRequest,
@@ -31,6 +32,11 @@ export interface ProvideOptions
   deadline: () => Deadline;
   /** Told each step as it starts, for the watchdog's message. */
   onStep?: (step: Step) => void;
+  /**
+   * Asked to refresh `host`'s token (stale `entry`) in the background, or with no host to make a
+   * spare session key; run() starts it after writing the answer. In-process callers leave it out.
+   */
+  background?: (host: string | undefined, entry: CachedDockerToken) => void;
 }
 
 /**
@@ -73,12 +79,34 @@ export async function provide(
     return formatResponse(request.apiVersion, null, 0);
   }
   options.onStep?.("cache");
-  let entry = await readDockerToken(options.cacheDir, registry.host);
-  if (!entry) {
+  // The cache first: fresh or stale, the answer goes out now (lib/freshness.ts).
+  const cached = await readDockerToken(options.cacheDir, registry.host);
+  const entry = cached ?? await coldPath();
+  const judged = freshness(entry, Date.now() / 1000);
+  // Where this answer came from: fresh or stale from disk, or cold (a status report hooks here).
+  const answered = cached ? judged.state : "cold";
+  log.debug("cache", `answered (${answered})`, registry.host);
+  // Off kubelet's wait (run() starts it after the answer is written): a stale token is refreshed,
+  // and a cold call that used up the spare session key gets the next one made.
+  // (Only where the token was cached: a cache directory refused as unsafe gets nothing written.)
+  if (judged.state === "stale") options.background?.(registry.host, entry);
+  else if (
+    answered === "cold" && options.background && !await hasSpareKey(options.cacheDir) &&
+    await readDockerToken(options.cacheDir, registry.host)
+  ) {
+    options.background(undefined, entry);
+  }
+  return formatResponse(
+    request.apiVersion,
+    { host: image.registry, password: entry.token },
+    judged.state === "unusable" ? 0 : judged.cacheSeconds,
+  );
+
+  async function coldPath() {
     performance.mark("cache missed"); // read by deno task bench, with the steps' measures
     const d = options.deadline();
     const { obtainDockerToken } = await import("./credentials.ts");
-    entry = await obtainDockerToken(registry, {
+    return await obtainDockerToken(registry!, {
       cacheDir: options.cacheDir,
       imdsBaseUrls: options.imdsBaseUrls,
       federationEndpoint: options.federationEndpoint,
@@ -87,12 +115,6 @@ export async function provide(
       checkPull: options.checkPull ? image : undefined,
     });
   }
-  const seconds = entry.refreshAt - Date.now() / 1000;
-  return formatResponse(
-    request.apiVersion,
-    { host: image.registry, password: entry.token },
-    seconds,
-  );
 }
 
 /** What a run reads and writes. */
@@ -149,10 +171,23 @@ export async function run(args: string[], io: PluginIO): Promise<number> {
       const { doctor } = await import("./doctor.ts");
       return await doctor(options, { deadline: limit(), log, print: io.stdout });
     }
+    if (options.command === "warm" || options.command === "refresh") {
+      const commands = await import("./warm.ts");
+      return await commands[options.command](options, { deadline: limit(), log, print: io.stdout });
+    }
     step = "request";
     const request = await readRequest(io.stdin);
     const onStep = (s: Step) => step = s;
-    io.stdout(await provide(request, { ...options, log, deadline: limit, onStep }));
+    let later: { host?: string; entry: CachedDockerToken } | undefined;
+    const background = io.exit
+      ? (host: string | undefined, entry: CachedDockerToken) => later = { host, entry }
+      : undefined;
+    io.stdout(await provide(request, { ...options, log, deadline: limit, onStep, background }));
+    if (later) {
+      const { startRefresh } = await import("./refresh.ts");
+      const { host, entry } = later;
+      await startRefresh(host, entry.expiresAt - entry.issuedAt, options, log);
+    }
     return 0;
   } catch (e) {
     log.failure(e);

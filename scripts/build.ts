@@ -20,22 +20,18 @@ import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_CACHE_DIR } from "../lib/cache.ts";
+import { ENV_VARIABLES } from "../lib/options.ts";
 
 /**
  * Every environment variable the plugin reads, and nothing else: reading one that is not listed
  * fails in the compiled binary. tests/build_test.ts checks this covers the names read in lib/ and
  * mod.ts. Proxy variables (HTTPS_PROXY, NO_PROXY, …) and DENO_CERT are absent on purpose: Deno's
  * runtime applies them itself without any permission, and leaving them out keeps a proxy
- * password out of reach of the code and its dependencies. Add one only if the plugin's own code
- * starts reading it (e.g. to report it in `doctor`).
+ * password out of reach of the code and its dependencies. The list is `ENV_VARIABLES` of
+ * lib/options.ts, beside the code that reads them (a refresh process is given the same); add one
+ * there only if the plugin's own code starts reading it (e.g. to report it in `doctor`).
  */
-export const ALLOWED_ENV = [
-  "OKE_CREDENTIAL_PROVIDER_CACHE_DIR",
-  "OKE_CREDENTIAL_PROVIDER_CHECK_PULL",
-  "OKE_CREDENTIAL_PROVIDER_LOG_LEVEL",
-  "OCI_METADATA_BASE_URL",
-  "OCI_SDK_AUTH_CLIENT_REGION_URL",
-] as const;
+export const ALLOWED_ENV = ENV_VARIABLES;
 
 /**
  * Files the plugin may read and write: its cache directory and nothing else on the node
@@ -45,6 +41,9 @@ export const ALLOWED_ENV = [
  * (the plugin then answers without caching); mount the desired storage at the default path.
  */
 export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR] as const;
+
+/** Where cloud-init and the README install the binary (kubelet's bin dir). */
+export const INSTALL_PATH = "/usr/local/bin/oke-credential-provider";
 
 /**
  * Deno permissions for a plugin that may read and write `paths`; the release binaries bake in
@@ -58,20 +57,28 @@ export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR] as const;
  * `--allow-net` has no host list because the hosts are open-ended: every region's OCIR and auth
  * endpoints in every realm, dedicated realms no table knows, IMDS, and the URLs given by
  * OCI_METADATA_BASE_URL / OCI_SDK_AUTH_CLIENT_REGION_URL; the plugin's own code decides which
- * hosts receive a token (lib/image.ts, trustedRegistry). No --allow-run, --allow-ffi.
+ * hosts receive a token (lib/image.ts, trustedRegistry). `--allow-run` names one program, the
+ * plugin itself (`self`): a stale token is refreshed by the same binary run detached as `refresh`
+ * (lib/refresh.ts), so that kubelet never waits for it; installed elsewhere, the binary still
+ * answers but refreshes only when kubelet waits (`doctor` says so). No --allow-ffi.
  *
  * @example
  * ```ts
- * permissionFlags([await Deno.makeTempDir()]); // a test's own cache directory
+ * permissionFlags([await Deno.makeTempDir()], Deno.execPath()); // a test's cache, deno as itself
  * ```
  */
-export function permissionFlags(paths: readonly string[] = ALLOWED_PATHS): string[] {
+export function permissionFlags(
+  paths: readonly string[] = ALLOWED_PATHS,
+  self: string = INSTALL_PATH,
+): string[] {
   return [
     "--allow-net",
     `--allow-env=${ALLOWED_ENV.join(",")}`,
     `--allow-read=${paths.join(",")}`, // the cache, and nothing else
     `--allow-write=${paths.join(",")}`,
     "--allow-sys=uid", // only that: the cache must belong to the process's own user
+    // only the plugin itself (`self`, by default its install path), to start the detached refresh
+    `--allow-run=${self}`,
     "--deny-import", // no code is loaded from the network at run time; all of it is embedded
     "--no-prompt", // nobody can answer a prompt under kubelet
   ];

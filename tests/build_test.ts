@@ -14,6 +14,7 @@ import {
   binaryAsset,
   BuildError,
   compileArgs,
+  INSTALL_PATH,
   permissionFlags,
   RELEASE_ASSETS,
   runtimeFor,
@@ -189,7 +190,8 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
       assert.deepEqual(baked.allow_write, [...ALLOWED_PATHS]);
       assert.deepEqual(baked.allow_net, [], "all hosts");
       assert.deepEqual(baked.allow_sys, ["uid"], "only the uid, to check the cache's owner");
-      for (const none of ["allow_run", "allow_ffi"]) assert.equal(baked[none], null);
+      assert.deepEqual(baked.allow_run, [INSTALL_PATH], "only itself, for the background refresh");
+      assert.equal(baked.allow_ffi, null);
       assert.deepEqual(baked.deny_import, [], "no remote import");
       assert.equal(baked.prompt, false);
     }
@@ -303,8 +305,10 @@ Deno.test("permissions: narrow flags, both targets, the release names", () => {
   assert.equal(args.at(-1), "mod.ts");
   for (const flag of permissionFlags()) assert.ok(args.includes(flag));
   for (const arg of args) {
-    assert.ok(!/^(-A|--allow-all|--allow-(run|ffi)|--allow-import)/.test(arg), arg);
+    assert.ok(!/^(-A|--allow-all|--allow-ffi|--allow-import)/.test(arg), arg);
     assert.ok(!/^--allow-sys(?!=uid$)/.test(arg), `${arg}: the uid only`);
+    assert.ok(!/^--allow-run(?!=)/.test(arg) && !arg.includes("/tmp"), arg);
+    if (arg.startsWith("--allow-run")) assert.equal(arg, `--allow-run=${INSTALL_PATH}`);
     assert.ok(!/^--allow-(read|write)=.*\/tmp/.test(arg), `${arg}: no /tmp`);
     assert.ok(!/^--allow-(read|write)$/.test(arg), `${arg} needs a path list`);
     assert.ok(!/^--allow-env$/.test(arg), "--allow-env needs a variable list");

@@ -7,28 +7,24 @@ import {
   prepareCacheDir,
   readDockerToken,
   readSession,
-  refreshTime,
   removeTempFiles,
   writeDockerToken,
   writeSession,
 } from "../lib/cache.ts";
 
 const now = Math.floor(Date.now() / 1000);
-const entry = (host: string, refreshAt = now + 3000): CachedDockerToken => ({
+/** An hour-long token obtained `age` seconds ago. */
+const entry = (host: string, age = 60): CachedDockerToken => ({
   host,
   token: `token-for-${host}`,
-  refreshAt,
-  expiresAt: refreshAt + 300,
+  obtainedAt: now - age,
+  issuedAt: now - age,
+  expiresAt: now - age + 3600,
+  refreshAt: now - age + 1200,
   fingerprint: "aa:bb",
   tenancy: "ocid1.tenancy.oc1..t",
 });
 const mode = async (path: string) => (await Deno.stat(path)).mode! & 0o777;
-
-Deno.test("refreshTime leaves a tenth of the lifetime, at most 5 minutes", () => {
-  assert.equal(refreshTime(0, 3600), 3300);
-  assert.equal(refreshTime(1000, 1060), 1054);
-  assert.equal(refreshTime(0, 86400), 86100);
-});
 
 Deno.test("the cache directory is 0700 and its files 0600, even from a loose start", async () => {
   const root = await Deno.makeTempDir();
@@ -55,12 +51,16 @@ Deno.test("prepareCacheDir fails on a file, and on a directory it cannot write",
   await Deno.remove(root, { recursive: true });
 });
 
-Deno.test("stale, foreign, corrupt or torn entries read as absent", async () => {
+Deno.test("unusable, foreign, corrupt or torn entries read as absent; stale ones are kept", async () => {
   const dir = await Deno.makeTempDir();
   const host = "fra.ocir.io";
   assert.equal(await readDockerToken(dir, host), undefined);
-  await writeDockerToken(dir, entry(host, now - 1));
-  assert.equal(await readDockerToken(dir, host), undefined, "past its refresh time");
+  await writeDockerToken(dir, entry(host, 2000));
+  assert.deepEqual(await readDockerToken(dir, host), entry(host, 2000), "stale but usable");
+  await writeDockerToken(dir, entry(host, 3400));
+  assert.equal(await readDockerToken(dir, host), undefined, "within its margin of expiry");
+  await writeDockerToken(dir, entry(host, -86400));
+  assert.equal(await readDockerToken(dir, host), undefined, "obtained in the future");
   const bad = [
     "",
     "{",
@@ -70,6 +70,8 @@ Deno.test("stale, foreign, corrupt or torn entries read as absent", async () => 
     JSON.stringify({ ...entry(host), host: "iad.ocir.io" }),
     JSON.stringify({ ...entry(host), token: 5 }),
     JSON.stringify({ ...entry(host), refreshAt: "soon" }),
+    JSON.stringify({ ...entry(host), obtainedAt: undefined }),
+    JSON.stringify({ ...entry(host), denied: "no" }),
     JSON.stringify(entry(host)).slice(0, 40),
   ];
   for (const text of bad) {
@@ -85,8 +87,10 @@ Deno.test("sessions round-trip; clearTokens drops tokens, removeTempFiles stray 
   const dir = await Deno.makeTempDir();
   const session = {
     token: "st",
-    refreshAt: now + 60,
-    expiresAt: now + 120,
+    obtainedAt: now,
+    issuedAt: now,
+    refreshAt: now + 1200,
+    expiresAt: now + 1200,
     fingerprint: "f",
     tenancy: "t",
     privateKey: "AAAA",

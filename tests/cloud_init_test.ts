@@ -422,3 +422,38 @@ Deno.test("cloud-init: shellcheck finds nothing", async () => {
   }
   assert.equal(out.code, 0, new TextDecoder().decode(out.stdout));
 });
+
+Deno.test("cloud-init: warms the token cache in the background, never holding up nor failing the bootstrap", async () => {
+  await withNode(async (ctx) => {
+    // A release "binary" that records how it was started, then takes far longer than allowed.
+    const binary = text(
+      `#!/bin/sh\necho "$@" > ${ctx.dir}/warm-args\nsleep 30\necho finished >> ${ctx.dir}/warm-args\n`,
+    );
+    ctx.files.set(binaryAsset("amd64"), binary);
+    const sums = [...ctx.files].filter(([name]) => name !== SUMS_ASSET)
+      .map(([name, data]) => `${sha256(data)}  ${name}\n`).join("");
+    ctx.files.set(SUMS_ASSET, text(sums));
+    const run = await runScript(ctx, "x86_64", { OKE_CP_WARM_TIMEOUT: "2" });
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(await okeInitRuns(ctx), 1, "the bootstrap went on");
+    assert.match(run.stderr, /warming the token cache in the background \(at most 2 s/);
+    let args = "";
+    for (let i = 0; i < 100 && !args; i++) {
+      args = await Deno.readTextFile(`${ctx.dir}/warm-args`).catch(() => "");
+      if (!args) await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(args, "warm\n", "started, and not waited for");
+    // Bounded: timeout ends it long before its 30 s, and the log says so.
+    const log = `${ctx.root}/var/log/oke-credential-provider-warm.log`;
+    let logged = "";
+    for (let i = 0; i < 100 && !logged.includes("status"); i++) {
+      logged = await Deno.readTextFile(log).catch(() => "");
+      if (!logged.includes("status")) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.match(logged, /warm ended with status 124/);
+    assert.equal(await Deno.readTextFile(`${ctx.dir}/warm-args`), "warm\n", "it was stopped");
+    const off = await runScript(ctx, "x86_64", { OKE_CP_WARM: "false" });
+    assert.equal(off.code, 0, off.stderr);
+    assert.ok(!off.stderr.includes("warming"), "OKE_CP_WARM=false skips it");
+  });
+});

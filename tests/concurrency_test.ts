@@ -5,13 +5,14 @@
  * its cold path, leaves no deadlock and no corrupt file behind.
  */
 import assert from "node:assert/strict";
-import { readDockerToken, readSession } from "../lib/cache.ts";
+import { readDockerToken, readRefreshRecord, readSession } from "../lib/cache.ts";
 import { emulatorTest, type Rig, waitForRequest } from "./support/emulator.ts";
 import { LOG_LINE } from "./support/fault_scenarios.ts";
 import {
   kubeletRequest,
   makeCacheDir,
   type PluginRun as Run,
+  settled,
   startPlugin,
 } from "./support/plugin_process.ts";
 
@@ -35,13 +36,22 @@ async function assertCacheSound(dir: string, context: string): Promise<string[]>
   for await (const entry of Deno.readDir(dir)) {
     const name = entry.name;
     names.push(name);
-    // The lock, writers' temp files and the writability probe are never read as a cache.
-    if (name === "lock" || name.endsWith(".tmp") || name.startsWith(".probe-")) continue;
+    // The lock, refresh claims, writers' temp files and the writability probe are never read
+    // as a cache.
+    if (
+      name === "lock" || name.endsWith(".claim") || name.endsWith(".tmp") ||
+      name.startsWith(".probe-")
+    ) continue;
     const text = await Deno.readTextFile(`${dir}/${name}`).catch(() => undefined);
     if (text === undefined) continue; // replaced or dropped meanwhile: absent is fine
     assert.doesNotThrow(() => JSON.parse(text), `${name} is torn: ${context}`);
+    const record = /^refresh-(.+)\.json$/.exec(name)?.[1];
     if (name === "session.json") {
       assert.ok(await readSession(dir), `${name} is unusable: ${context}`);
+    } else if (name === "session-key.spare.json") {
+      assert.ok(JSON.parse(text).privateKey, `${name} has no key: ${context}`);
+    } else if (record) {
+      assert.ok(await readRefreshRecord(dir, record), `${name} is unusable: ${context}`);
     } else {
       const host = /^docker-(.+)\.json$/.exec(name)?.[1];
       assert.ok(host, `unexpected file ${name}: ${context}`);
@@ -100,6 +110,7 @@ emulatorTest(
         } finally {
           emu.clearFaults();
           rig.hooks.clear();
+          await settled(dir).catch(() => {});
           await Deno.remove(dir, { recursive: true });
         }
         if (federations !== undefined) {
@@ -121,9 +132,11 @@ emulatorTest(
         const requests = emu.requests.slice(mark);
         assert.equal(requests.filter((r) => r.service === "imds").length, 4, "IMDS asked once");
         assert.equal(requests.filter((r) => r.service === "ocir").length, 1);
+        await settled(dir);
         assert.deepEqual(await assertCacheSound(dir, "after"), [
           "docker-iad.ocir.io.json",
           "lock",
+          "session-key.spare.json",
           "session.json",
         ]);
       },
@@ -165,11 +178,13 @@ emulatorTest(
       assert.deepEqual([...byHost.keys()].sort(), [...hosts].sort());
       for (const [host, passwords] of byHost) assert.equal(passwords.size, 1, host);
       assert.equal(emu.counters.dockerTokens - dockerTokens, hosts.length, "one per host");
+      await settled(dir);
       assert.deepEqual(
         await assertCacheSound(dir, "after"),
         [
           ...hosts.map((h) => `docker-${h}.json`),
           "lock",
+          "session-key.spare.json",
           "session.json",
         ].sort(),
       );

@@ -60,8 +60,10 @@ async function warmCache(): Promise<string> {
   await writeDockerToken(dir, {
     host: "iad.ocir.io",
     token: "cached-docker-token",
-    refreshAt: now + 3000,
-    expiresAt: now + 3600,
+    obtainedAt: now - 10,
+    issuedAt: now - 10,
+    refreshAt: now + 3000, // before its refresh point: kubelet is told to come back then
+    expiresAt: now + 3590,
     fingerprint: "aa:bb",
     tenancy: "ocid1.tenancy.oc1..contract",
   });

@@ -1,6 +1,7 @@
 /** `doctor` on the emulator: all good, then one failure of each kind with its cause and fix. */
 import assert from "node:assert/strict";
 import { type Emulator, startEmulator } from "./emulator/mod.ts";
+import { writeRefreshRecord } from "../lib/cache.ts";
 import { runPlugin } from "./support/plugin_process.ts";
 
 const emu: Emulator = await startEmulator();
@@ -29,7 +30,9 @@ const marks = (lines: string[]) =>
   lines.filter((l) => !l.startsWith("  ")).map((l) => `${l[0]} ${l.slice(2, 16).trim()}`);
 
 test("doctor passes every check on a healthy node and exits 0", async () => {
-  const run = await doctor();
+  const cacheDir = await Deno.makeTempDir();
+  const run = await doctor(["--cache-dir", cacheDir]);
+  await Deno.remove(cacheDir);
   assert.equal(run.code, 0, run.stdout);
   assert.deepEqual(marks(run.lines), [
     "✓ IMDS",
@@ -39,7 +42,9 @@ test("doctor passes every check on a healthy node and exits 0", async () => {
     "✓ auth endpoint",
     "✓ federation",
     "✓ OCIR token",
+    "- refresh",
   ]);
+  assert.match(run.lines.at(-1)!, /no background refresh recorded .*oke-credential-provider warm/);
   assert.match(
     run.stdout,
     new RegExp(`tenancy ${emu.instance.tenancy}, compartment ${emu.instance.compartment}`),
@@ -108,4 +113,32 @@ test("doctor --image refuses a non-OCIR image before contacting anything", async
   assert.equal(run.code, 1);
   assert.match(run.lines[0], /^✗ image +image: docker\.io is not an OCIR registry host/);
   assert.equal(emu.requests.length, before);
+});
+
+test("doctor shows the background refresh's record: a failure with its reason, or success", async () => {
+  const cacheDir = await Deno.makeTempDir();
+  const at = Date.now() / 1000;
+  await writeRefreshRecord(cacheDir, {
+    host: "iad.ocir.io",
+    at,
+    ok: false,
+    failures: 3,
+    retryAt: at + 60,
+    reason: "OCIR token iad.ocir.io: HTTP 503",
+  });
+  await writeRefreshRecord(cacheDir, {
+    host: "fra.ocir.io",
+    at,
+    ok: true,
+    failures: 0,
+    retryAt: at,
+  });
+  const run = await doctor(["--cache-dir", cacheDir]);
+  await Deno.remove(cacheDir, { recursive: true });
+  assert.equal(run.code, 0, run.stdout);
+  assert.match(run.lines.at(-2)!, /^✓ refresh +fra\.ocir\.io: last background refresh succeeded/);
+  assert.match(
+    run.lines.at(-1)!,
+    /^! refresh +iad\.ocir\.io: 3 background refresh\(es\) failed, .*\(OCIR token iad\.ocir\.io: HTTP 503\); next try from /,
+  );
 });

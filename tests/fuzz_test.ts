@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { readDockerToken, readSession } from "../lib/cache.ts";
+import { freshness, usableUntil } from "../lib/freshness.ts";
 import { PluginError } from "../lib/errors.ts";
 import { type ImageReference, ocirHost, parseImage } from "../lib/image.ts";
 import { API_VERSIONS, parseRequest, readRequest } from "../lib/kubelet.ts";
@@ -299,8 +300,11 @@ const field = <T>(valid: fc.Arbitrary<T>) => fc.oneof(valid, valid, fc.jsonValue
 const entryLike = fc.record({
   host: field(fc.constantFrom(HOST, "fra.ocir.io", "")),
   token: field(fc.string()),
+  obtainedAt: field(fc.integer({ min: now - 4000, max: now + 1000 })),
+  issuedAt: field(fc.integer({ min: now - 4000, max: now + 1000 })),
   refreshAt: field(fc.integer({ min: now - 1000, max: now + 4000 })),
   expiresAt: field(fc.integer({ min: now, max: now + 5000 })),
+  denied: field(fc.boolean()),
   fingerprint: field(fc.string()),
   tenancy: field(fc.string()),
   privateKey: field(fc.base64String()),
@@ -333,14 +337,20 @@ Deno.test("fuzz: the cache readers give a usable entry or undefined for any file
         if (docker !== undefined) {
           assert.equal(docker.host, HOST);
           assert.ok(isText(docker.token) && isText(docker.fingerprint) && isText(docker.tenancy));
-          assert.ok(isTime(docker.expiresAt) && isTime(docker.refreshAt) && docker.refreshAt > now);
+          assert.ok(isTime(docker.expiresAt) && isTime(docker.refreshAt));
+          const judged = freshness(docker, now);
+          assert.notEqual(judged.state, "unusable");
+          if (judged.state !== "unusable") {
+            assert.ok(docker.obtainedAt <= now && judged.cacheSeconds >= 0);
+            assert.ok(judged.cacheSeconds <= docker.expiresAt - docker.issuedAt);
+          }
         }
         const session = await readSession(dir, now);
         if (session !== undefined) {
           assert.ok(isText(session.token) && isText(session.privateKey));
           assert.ok(isText(session.fingerprint) && isText(session.tenancy));
           assert.ok(isTime(session.expiresAt) && isTime(session.refreshAt));
-          assert.ok(session.refreshAt > now);
+          assert.ok(session.obtainedAt <= now && now < usableUntil(session));
         }
       }),
       { numRuns: 500 },

@@ -13,6 +13,7 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
     imdsBaseUrls: ["http://169.254.169.254/opc/v2", "http://[fd00:c1::a9fe:a9fe]/opc/v2"],
     federationEndpoint: undefined,
     checkPull: false,
+    registries: [],
   });
   const env = (name: string) =>
     ({
@@ -71,6 +72,19 @@ Deno.test("parseOptions knows the commands", async () => {
   const doctor = await parseOptions(["doctor", "--image", "iad.ocir.io/ns/a:1"], noEnv);
   assert.equal(doctor.command, "doctor");
   assert.equal(doctor.image, "iad.ocir.io/ns/a:1");
+  const warm = await parseOptions([
+    "warm",
+    "--registry",
+    "iad.ocir.io",
+    "--registry",
+    "fra.ocir.io",
+  ]);
+  assert.equal(warm.command, "warm");
+  assert.deepEqual(warm.registries, ["iad.ocir.io", "fra.ocir.io"]);
+  assert.deepEqual((await parseOptions(["warm"], noEnv)).registries, []);
+  const refresh = await parseOptions(["refresh", "--registry", "iad.ocir.io"], noEnv);
+  assert.equal(refresh.command, "refresh");
+  assert.deepEqual(refresh.registries, ["iad.ocir.io"]);
 });
 
 Deno.test("parseOptions rejects bad flags with an arguments-step error", async () => {
@@ -85,6 +99,9 @@ Deno.test("parseOptions rejects bad flags with an arguments-step error", async (
     [["provide"], /unexpected argument "provide"/],
     [["doctor", "x"], /unexpected argument "x"/],
     [["--image", "x"], /--image is a flag of doctor/],
+    [["--registry", "iad.ocir.io"], /--registry is a flag of warm/],
+    [["doctor", "--registry", "iad.ocir.io"], /--registry is a flag of warm/],
+    [["refresh", "--registry", "a.ocir.io", "--registry", "b.ocir.io"], /at most one --registry/],
   ];
   for (const [args, pattern] of table) {
     await assert.rejects(

@@ -15,6 +15,7 @@ import {
   makeCacheDir,
   pluginCommand,
   type PluginRun as Run,
+  settled,
   startPlugin,
   testBinary,
   testPermissions,
@@ -30,10 +31,11 @@ Deno.test("the tests start the plugin with the release permissions, or the binar
   }
   assert.equal(program, Deno.execPath());
   const flags = args.slice(1, args.indexOf("--quiet"));
-  assert.deepEqual(flags, permissionFlags([cacheRoot()]));
-  // Only the fixed cache path is swapped for the test's cache root.
+  assert.deepEqual(flags, permissionFlags([cacheRoot()], Deno.execPath()));
+  // Only the fixed cache path is swapped for the test's cache root, and the binary's own path
+  // (which it may run, for the background refresh) for deno's.
   const release = permissionFlags();
-  assert.deepEqual(flags.filter((f) => release.includes(f)).length, release.length - 2);
+  assert.deepEqual(flags.filter((f) => release.includes(f)).length, release.length - 3);
   assert.ok(!args.some((a) => /^(-A|--allow-all)$/.test(a)));
 });
 
@@ -97,6 +99,28 @@ Deno.test({
         assert.equal(warm.response!.auth["iad.ocir.io"].password, password);
         assert.deepEqual(emu.requests.slice(mark), [], "served from the cache");
       });
+
+      await t.step(
+        "a stale token is refreshed by the plugin run detached, same permissions",
+        async () => {
+          const dir = `${allowed}/cache`;
+          await settled(dir);
+          const file = `${dir}/docker-iad.ocir.io.json`;
+          const entry = JSON.parse(await Deno.readTextFile(file));
+          await Deno.writeTextFile(
+            file,
+            JSON.stringify({ ...entry, refreshAt: Date.now() / 1000 - 1 }),
+          );
+          const tokens = emu.counters.dockerTokens;
+          const stale = await run(dir);
+          assert.equal(stale.code, 0, stale.stderr);
+          assert.equal(stale.stderr, "");
+          assert.equal(stale.response!.auth["iad.ocir.io"].password, entry.token);
+          await settled(dir);
+          assert.equal(emu.counters.dockerTokens, tokens + 1, "the refresh ran");
+          assert.notEqual(JSON.parse(await Deno.readTextFile(file)).token, entry.token);
+        },
+      );
 
       await t.step(
         "a cache directory outside the allowed paths: answers, and says why not cached",

@@ -29,6 +29,8 @@ export interface Federation {
   response: Response;
   who: InstanceIds;
   jti: string;
+  /** The session public key the token was bound to, base64 SPKI as sent. */
+  sessionKey: string;
 }
 
 interface Body {
@@ -223,7 +225,7 @@ export async function handleFederation(
     .setIssuedAt(iat)
     .setExpirationTime(iat + state.tokenTtl)
     .sign(state.keys.privateKey);
-  return { response: json(200, { token }), who, jti };
+  return { response: json(200, { token }), who, jti, sessionKey: body.publicKey };
 }
 
 /**

@@ -133,6 +133,8 @@ export interface Emulator {
   /** Every `host:port` asked of the CONNECT proxy, refused ones included. */
   readonly connects: string[];
   readonly counters: Counters;
+  /** The session public key (base64 SPKI) of every security token issued, in order. */
+  readonly sessionKeys: string[];
   /** PEM of the CA that signs Distribution access tokens (`auth.token.rootcertbundle`). */
   readonly registryTokenCa: string;
   /** Path of a file holding registryTokenCa. */
@@ -216,6 +218,7 @@ class OciEmulator implements Emulator {
   readonly requests: RequestLogEntry[] = [];
   readonly connects: string[] = [];
   readonly counters: Counters = { imds: 0, federations: 0, dockerTokens: 0, registryTokens: 0 };
+  readonly sessionKeys: string[] = [];
   readonly namespace = "emutenancy";
   readonly registryIssuer = "ocir-emulator-registry";
   readonly caFile: string;
@@ -341,6 +344,7 @@ class OciEmulator implements Emulator {
         });
         this.#tokenRealms.set(fed.jti, entry.region.realmDomain);
         this.counters.federations++;
+        this.sessionKeys.push(fed.sessionKey);
         return fed;
       });
     }

@@ -58,9 +58,12 @@ export async function makeCacheDir(prefix = "t-"): Promise<string> {
   }
 }
 
-/** The release permission flags, with this process's cache root for the fixed path. */
+/**
+ * The release permission flags, with this process's cache root for the fixed path and deno for
+ * the installed binary (the plugin runs itself to refresh a stale token in the background).
+ */
 export function testPermissions(): string[] {
-  return permissionFlags([cacheRoot()]);
+  return permissionFlags([cacheRoot()], Deno.execPath());
 }
 
 /** A CredentialProviderRequest for `image`. */
@@ -188,4 +191,22 @@ export function startPlugin(options: StartOptions): Started {
  */
 export function runPlugin(options: StartOptions): Promise<PluginRun> {
   return startPlugin(options).done;
+}
+
+/**
+ * Waits until the background work a plugin run started (a refresh, or making the spare session
+ * key, each in a detached process) is over: its claim file in the cache directory is gone.
+ *
+ * @example
+ * ```ts
+ * await settled(cacheDir);
+ * ```
+ */
+export async function settled(dir: string): Promise<void> {
+  for (let waited = 0; waited < 20_000; waited += 50) {
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name);
+    if (!names.some((name) => name.endsWith(".claim"))) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`background work in ${dir} did not finish within 20 s`);
 }
