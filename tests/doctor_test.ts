@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { type Emulator, startEmulator } from "./emulator/mod.ts";
 import { writeRefreshRecord } from "../lib/cache.ts";
-import { runPlugin } from "./support/plugin_process.ts";
+import { makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 
 const emu: Emulator = await startEmulator();
 const test = (name: string, fn: () => Promise<void>) =>
@@ -30,7 +30,7 @@ const marks = (lines: string[]) =>
   lines.filter((l) => !l.startsWith("  ")).map((l) => `${l[0]} ${l.slice(2, 16).trim()}`);
 
 test("doctor passes every check on a healthy node and exits 0", async () => {
-  const cacheDir = await Deno.makeTempDir();
+  const cacheDir = await makeCacheDir("d-");
   const run = await doctor(["--cache-dir", cacheDir]);
   await Deno.remove(cacheDir);
   assert.equal(run.code, 0, run.stdout);
@@ -116,7 +116,7 @@ test("doctor --image refuses a non-OCIR image before contacting anything", async
 });
 
 test("doctor shows the background refresh's record: a failure with its reason, or success", async () => {
-  const cacheDir = await Deno.makeTempDir();
+  const cacheDir = await makeCacheDir("d-");
   const at = Date.now() / 1000;
   await writeRefreshRecord(cacheDir, {
     host: "iad.ocir.io",
