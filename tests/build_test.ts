@@ -388,7 +388,11 @@ Deno.test("release: both binaries tested on their own CPU, then exactly the READ
     jobs.test.env!.BINARY,
     "${{ github.workspace }}/dist/" + binaryAsset("amd64").replace("amd64", "${{ matrix.arch }}"),
   );
-  assert.ok(jobs.test.steps.some((s) => s.run === 'OKE_CP_TEST_BINARY="$BINARY" bash .ci/run'));
+  // Tested where a node has it: the one program it may run, for the background refresh.
+  assert.ok(jobs.test.steps.some((s) => s.run?.includes(`"$BINARY" ${INSTALL_PATH}`)));
+  assert.ok(
+    jobs.test.steps.some((s) => s.run === `OKE_CP_TEST_BINARY=${INSTALL_PATH} bash .ci/run`),
+  );
   // Publishing waits for both, and is the only job that may write to the repository.
   assert.deepEqual(jobs.publish.needs, ["build", "test"]);
   for (const [name, job] of Object.entries(jobs)) {
@@ -416,7 +420,10 @@ Deno.test("ci: every push and pull request runs .ci/run, and again against the a
   assert.ok(jobs.binary.steps.some((s) => s.run === "deno task build --arch amd64"));
   assert.ok(
     jobs.binary.steps.some((s) =>
-      s.run === `OKE_CP_TEST_BINARY="$PWD/dist/${binaryAsset("amd64")}" bash .ci/run`
+      s.run?.includes(`"$PWD/dist/${binaryAsset("amd64")}" ${INSTALL_PATH}`)
     ),
+  );
+  assert.ok(
+    jobs.binary.steps.some((s) => s.run === `OKE_CP_TEST_BINARY=${INSTALL_PATH} bash .ci/run`),
   );
 });
