@@ -33,7 +33,9 @@ const problem = await cacheRootProblem();
 async function wrapper(dir: string, name: string, extra: string[] = []): Promise<string> {
   const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
   const path = `${dir}/${name}`;
-  const command = [Deno.execPath(), "run", ...permissionFlags(), ...extra, "--quiet", MOD]
+  // As if installed where it may run itself (the background refresh): deno is the program.
+  const flags = permissionFlags(undefined, Deno.execPath());
+  const command = [Deno.execPath(), "run", ...flags, ...extra, "--quiet", MOD]
     .map(quote).join(" ");
   await Deno.writeTextFile(
     path,
