@@ -13,6 +13,7 @@ import {
   cacheRoot,
   kubeletRequest,
   makeCacheDir,
+  makeStale,
   pluginCommand,
   type PluginRun as Run,
   settled,
@@ -104,13 +105,8 @@ Deno.test({
         "a stale token is refreshed by the plugin run detached, same permissions",
         async () => {
           const dir = `${allowed}/cache`;
-          await settled(dir);
           const file = `${dir}/docker-iad.ocir.io.json`;
-          const entry = JSON.parse(await Deno.readTextFile(file));
-          await Deno.writeTextFile(
-            file,
-            JSON.stringify({ ...entry, refreshAt: Date.now() / 1000 - 1 }),
-          );
+          const entry = await makeStale(dir, "iad.ocir.io");
           const tokens = emu.counters.dockerTokens;
           const stale = await run(dir);
           assert.equal(stale.code, 0, stale.stderr);
@@ -188,13 +184,7 @@ Deno.test({
               // Running itself is what refreshes a stale token: that run is the one to watch.
               if (dropped?.startsWith("--allow-run")) {
                 assert.equal((await start(dir, full)).code, 0);
-                await settled(dir);
-                const file = `${dir}/docker-iad.ocir.io.json`;
-                const entry = JSON.parse(await Deno.readTextFile(file));
-                await Deno.writeTextFile(
-                  file,
-                  JSON.stringify({ ...entry, refreshAt: Date.now() / 1000 - 1 }),
-                );
+                await makeStale(dir, "iad.ocir.io");
               }
               const run = await start(dir, full.filter((f) => f !== dropped));
               const clean = run.code === 0 && run.stderr === "" &&

@@ -210,3 +210,20 @@ export async function settled(dir: string): Promise<void> {
   }
   throw new Error(`background work in ${dir} did not finish within 20 s`);
 }
+
+/**
+ * Makes the cached docker token of `host` in `dir` stale (its refresh point passed, still usable),
+ * once the background work of the run that cached it is over; returns the entry as it was.
+ *
+ * @example
+ * ```ts
+ * const { token } = await makeStale(cacheDir, "iad.ocir.io");
+ * ```
+ */
+export async function makeStale(dir: string, host: string): Promise<{ token: string }> {
+  await settled(dir);
+  const file = `${dir}/docker-${host}.json`;
+  const entry = JSON.parse(await Deno.readTextFile(file));
+  await Deno.writeTextFile(file, JSON.stringify({ ...entry, refreshAt: Date.now() / 1000 - 1 }));
+  return entry;
+}
