@@ -27,7 +27,12 @@
 
 import { parseArgs } from "node:util";
 import { type Emulator, type RequestLogEntry, startEmulator } from "../tests/emulator/mod.ts";
-import { makeCacheDir, pluginCommand, testPermissions } from "../tests/support/plugin_process.ts";
+import {
+  makeCacheDir,
+  pluginCommand,
+  settled,
+  testPermissions,
+} from "../tests/support/plugin_process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BENCH = `${ROOT}bench/`;
@@ -181,6 +186,7 @@ async function plugin(
   host: string,
   cacheDir: string,
   how: "env" | "arg" = "env",
+  settle = true,
 ): Promise<Run> {
   const run = how === "env"
     ? await spawn(
@@ -196,6 +202,9 @@ async function plugin(
     password = undefined;
   }
   if (run.code !== 0 || typeof password !== "string" || password === "") fail("plugin", run);
+  // A cold run leaves a detached process making the next spare session key (issue 12): it must
+  // not share the CPUs with whatever is measured next.
+  if (settle) await settled(cacheDir);
   return run;
 }
 
@@ -526,8 +535,11 @@ async function measureProfile(emu: Emulator, profile: Profile): Promise<ProfileR
       const cache = `${dir}/storm-${n}-${round}`;
       const before = { ...emu.counters };
       const start = performance.now();
-      const runs = await Promise.all(Array.from({ length: n }, () => plugin(emu, host, cache)));
+      const runs = await Promise.all(
+        Array.from({ length: n }, () => plugin(emu, host, cache, "env", false)),
+      );
       const wallMs = performance.now() - start;
+      await settled(cache);
       const counts = {
         federations: emu.counters.federations - before.federations,
         dockerTokens: emu.counters.dockerTokens - before.dockerTokens,
