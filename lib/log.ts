@@ -29,9 +29,10 @@ export interface Logger {
 const SECRETS: [RegExp, (match: string) => string][] = [
   [/-----BEGIN [A-Z0-9 ]+-----[\s\S]*?(-----END [A-Z0-9 ]+-----|$)/g, () => "[PEM redacted]"],
   [/ST\$[A-Za-z0-9._~+/=-]+/g, () => "ST$[redacted]"],
-  // Only where a run starts: inside a base64 blob, `eyJ` would leave the blob's head unredacted.
+  // With any base64 run right before it: a JWT after a '+' or '/' is still a JWT, and `eyJ`
+  // inside a blob must take the blob's head with it.
   [
-    /(?<![A-Za-z0-9+/_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g,
+    /[A-Za-z0-9+/_-]*eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*/g,
     () => "[JWT redacted]",
   ],
   [/[A-Za-z0-9+/_-]{80,}={0,2}/g, (run) => isPath(run) ? run : "[base64 redacted]"],

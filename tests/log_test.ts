@@ -95,7 +95,9 @@ Deno.test("redact: a secret's shape is replaced as before, wherever it stands", 
     [`/${pkcs8}`, "[base64 redacted]"],
     [`${"A".repeat(120)}`, "[base64 redacted]"],
     // `eyJ` inside a blob, a '.' after it: the whole blob goes, not only a JWT-shaped tail.
-    [`${"A".repeat(30)}eyJ${"B".repeat(60)}.json`, "[base64 redacted].json"],
+    [`${"A".repeat(30)}eyJ${"B".repeat(60)}.json`, "[JWT redacted]"],
+    // A JWT right after a base64 character ('+', '/') is redacted all the same.
+    [`+${jwt}`, "[JWT redacted]"],
     [`/${"abc/".repeat(30)}+x`, "[base64 redacted]"],
     ["HTTP 401 NotAuthenticated: bad date", "HTTP 401 NotAuthenticated: bad date"],
   ];
