@@ -67,8 +67,16 @@ async function lstatIfAny(path: string): Promise<Deno.FileInfo | undefined> {
   }
 }
 
-/** Why a directory may not hold the cache, or undefined when it may. */
-function unsafeDirectory(info: Deno.FileInfo): string | undefined {
+/**
+ * Why a directory may not hold the cache (or the record beside it), or undefined when it may:
+ * `info` is its lstat.
+ *
+ * @example
+ * ```ts
+ * unsafeDirectory(Deno.lstatSync(DEFAULT_CACHE_DIR)); // undefined: root's own, 0700
+ * ```
+ */
+export function unsafeDirectory(info: Deno.FileInfo): string | undefined {
   if (info.isSymlink) return "is a symbolic link";
   if (!info.isDirectory) return "is not a directory";
   const uid = Deno.uid();
@@ -225,11 +233,23 @@ export async function prepareCacheDir(dir: string): Promise<void> {
   if (!sameFile(info, await Deno.lstat(dir))) throw refused("was replaced while being checked");
 }
 
-async function writeAtomically(path: string, value: unknown): Promise<void> {
+/**
+ * Replaces the file at `path` with `text` atomically: a temp file beside it (`.tmp`, which
+ * node_exporter's textfile collector and our cache readers ignore), fsynced, renamed over it.
+ *
+ * @example
+ * ```ts
+ * await writeFileAtomically("/var/lib/oke-credential-provider/note.json", JSON.stringify({ ok: 1 }));
+ * ```
+ */
+export async function writeFileAtomically(path: string, text: string, mode = 0o600): Promise<void> {
   const temp = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
-  const file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
+  const file = await Deno.open(temp, { write: true, createNew: true, mode });
   try {
-    await file.write(new TextEncoder().encode(JSON.stringify(value)));
+    // The umask may have narrowed `mode`; a metrics file must be readable by its collector.
+    if (mode !== 0o600) await Deno.chmod(temp, mode);
+    const bytes = new TextEncoder().encode(text);
+    for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
     await file.syncData();
   } finally {
     file.close();
@@ -252,7 +272,7 @@ async function writeAtomically(path: string, value: unknown): Promise<void> {
  * ```
  */
 export async function writeDockerToken(dir: string, entry: CachedDockerToken): Promise<void> {
-  await writeAtomically(dockerTokenPath(dir, entry.host), entry);
+  await writeFileAtomically(dockerTokenPath(dir, entry.host), JSON.stringify(entry));
 }
 
 /**
@@ -265,7 +285,7 @@ export async function writeDockerToken(dir: string, entry: CachedDockerToken): P
  * ```
  */
 export async function writeSession(dir: string, session: CachedSession): Promise<void> {
-  await writeAtomically(`${dir}/${SESSION_NAME}`, session);
+  await writeFileAtomically(`${dir}/${SESSION_NAME}`, JSON.stringify(session));
 }
 
 async function removeMatching(dir: string, pattern: RegExp): Promise<void> {

@@ -16,7 +16,8 @@ export type Step =
   | "identity"
   | "federation"
   | "OCIR token"
-  | "manifest check";
+  | "manifest check"
+  | "status";
 
 /** What kind of failure it was; tests and `doctor` branch on it, operators read the message. */
 export type ErrorCode =

@@ -28,13 +28,14 @@ export const ENV_VARIABLES = [
   "OKE_CREDENTIAL_PROVIDER_CACHE_DIR",
   "OKE_CREDENTIAL_PROVIDER_CHECK_PULL",
   "OKE_CREDENTIAL_PROVIDER_LOG_LEVEL",
+  "OKE_CREDENTIAL_PROVIDER_RECORD",
   "OCI_METADATA_BASE_URL",
   "OCI_SDK_AUTH_CLIENT_REGION_URL",
 ] as const;
 
 /** What to do, and how. */
 export interface Options {
-  command: "provide" | "doctor" | "warm" | "refresh" | "help" | "version";
+  command: "provide" | "doctor" | "status" | "warm" | "refresh" | "help" | "version";
   cacheDir: string;
   timeoutSeconds: number;
   logLevel: Level;
@@ -47,12 +48,20 @@ export interface Options {
   registries: string[];
   /** `--check-pull`: check the token can read the image; cache a token that cannot only briefly. */
   checkPull: boolean;
+  /** Record each call's outcome for `status` (off with OKE_CREDENTIAL_PROVIDER_RECORD=false). */
+  record: boolean;
+  /** `status --json`. */
+  json?: boolean;
+  /** `status --prometheus FILE`. */
+  prometheus?: string;
 }
 
 /** `--help` text. */
 export const USAGE =
   `Usage: oke-credential-provider [flags]            (run by kubelet: request on stdin, response on stdout)
-       oke-credential-provider doctor [--image REF] (check every step on this node)
+       oke-credential-provider doctor [--image REF] (what happened, then check every step now)
+       oke-credential-provider status [--json] [--prometheus FILE]
+                                                    (each registry's token and recorded calls)
        oke-credential-provider warm [--registry HOST]...
                                  (cache tokens ahead of kubelet's first pull, e.g. at boot;
                                   default: this region's OCIR hosts, from the metadata service)
@@ -65,13 +74,17 @@ Flags:
   --check-pull        after getting a token, check it can read the image's manifest; a token
                       that cannot is cached for 2 minutes only, so a new IAM policy applies fast
                       (env OKE_CREDENTIAL_PROVIDER_CHECK_PULL=true)
+  --json              status: print JSON for tools
+  --prometheus FILE   status: write the figures for node_exporter's textfile collector to FILE
+                      (atomically) instead of printing them
   --version           print the version
   --help              print this help
 
 Environment: OCI_METADATA_BASE_URL (default ${
     DEFAULT_IMDS_BASES.join(", then ")
   }), OCI_SDK_AUTH_CLIENT_REGION_URL,
-HTTPS_PROXY / NO_PROXY, DENO_CERT (extra CA file).`;
+HTTPS_PROXY / NO_PROXY, DENO_CERT (extra CA file), OKE_CREDENTIAL_PROVIDER_RECORD=false (record no
+calls for status).`;
 
 const bad = (reason: string) => new PluginError("arguments", "BAD_INPUT", reason);
 
@@ -107,6 +120,7 @@ export async function parseOptions(
     federationEndpoint: env("OCI_SDK_AUTH_CLIENT_REGION_URL") || undefined,
     checkPull: env("OKE_CREDENTIAL_PROVIDER_CHECK_PULL") === "true",
     registries: [],
+    record: env("OKE_CREDENTIAL_PROVIDER_RECORD") !== "false",
   };
   // Kubelet's config can set these through `env` rather than `args`: the warm path then never
   // loads node:util (~7 ms, a third of a warm run).
@@ -124,6 +138,8 @@ export async function parseOptions(
         image: { type: "string" },
         registry: { type: "string", multiple: true },
         "check-pull": { type: "boolean" },
+        json: { type: "boolean" },
+        prometheus: { type: "string" },
         version: { type: "boolean" },
         help: { type: "boolean" },
       },
@@ -135,7 +151,7 @@ export async function parseOptions(
   const command = positionals[0];
   if (
     positionals.length > 1 ||
-    (command !== undefined && !["doctor", "warm", "refresh"].includes(command))
+    (command !== undefined && !["doctor", "status", "warm", "refresh"].includes(command))
   ) {
     throw bad(`unexpected argument ${JSON.stringify(positionals.at(-1))} (see --help)`);
   }
@@ -149,6 +165,12 @@ export async function parseOptions(
   if (command === "refresh" && options.registries.length > 1) {
     throw bad("refresh takes at most one --registry");
   }
+  for (const flag of ["json", "prometheus"] as const) {
+    if (values[flag] !== undefined && command !== "status") {
+      throw bad(`--${flag} is a flag of status`);
+    }
+  }
+  if (values.prometheus === "") throw bad("--prometheus is empty");
   if (values["cache-dir"] !== undefined) {
     if (values["cache-dir"] === "") throw bad("--cache-dir is empty");
     options.cacheDir = values["cache-dir"];
@@ -167,10 +189,12 @@ export async function parseOptions(
   }
   options.image = values.image;
   options.checkPull = values["check-pull"] ?? options.checkPull;
+  options.json = values.json;
+  options.prometheus = values.prometheus;
   options.command = values.help
     ? "help"
     : values.version
     ? "version"
-    : (command as "doctor" | "warm" | "refresh" | undefined) ?? "provide";
+    : (command as "doctor" | "status" | "warm" | "refresh" | undefined) ?? "provide";
   return options;
 }
