@@ -413,7 +413,7 @@ const spareKeyPath = (dir: string) => `${dir}/${SPARE_KEY_NAME}`;
  * ```
  */
 export async function writeSpareKey(dir: string, key: SpareKey): Promise<void> {
-  await writeAtomically(spareKeyPath(dir), key);
+  await writeFileAtomically(spareKeyPath(dir), JSON.stringify(key));
 }
 
 /**
@@ -525,7 +525,7 @@ export async function readRefreshRecord(
  * ```
  */
 export async function writeRefreshRecord(dir: string, record: RefreshRecord): Promise<void> {
-  await writeAtomically(refreshRecordPath(dir, record.host), record);
+  await writeFileAtomically(refreshRecordPath(dir, record.host), JSON.stringify(record));
 }
 
 const claimPath = (dir: string, host: string) => `${dir}/refresh-${host}.claim`;

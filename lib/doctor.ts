@@ -1,8 +1,9 @@
 /**
- * `oke-credential-provider doctor [--image REF]`: every step of the plugin, run on the node, one
- * line per check with ✓ or ✗ and its time; for each ✗, the likely cause and the fix. No cached
- * token is used and nothing is written: this is a fresh look. Last, what the background refresh
- * recorded for each host (lib/refresh.ts). Exit status 0 only if all checks pass.
+ * `oke-credential-provider doctor [--image REF]`: first what happened, the calls recorded on the
+ * node (as `status` prints them); then every step of the plugin, run on the node now, one line per
+ * check with ✓ or ✗ and its time; for each ✗, the likely cause and the fix. No cached token is
+ * used and nothing is written: this is a fresh look. Last, what the background refresh recorded
+ * for each host (lib/refresh.ts). Exit status 0 only if all checks pass.
  *
  * @module
  */
@@ -20,6 +21,8 @@ import { fetchDockerToken, policyHint } from "./ocir.ts";
 import type { Options } from "./options.ts";
 import { checkPull } from "./pull_check.ts";
 import { canRunItself } from "./refresh.ts";
+import { readStatus } from "./status_record.ts";
+import { statusReport, statusText } from "./status_report.ts";
 import type { IssuedToken } from "./token.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
@@ -119,6 +122,15 @@ export async function doctor(
   options: Options,
   { deadline: d, log, print }: DoctorContext,
 ): Promise<number> {
+  print("what happened (the calls recorded on this node, as `status` prints them):");
+  try {
+    const records = await readStatus(options.cacheDir);
+    const text = statusText(statusReport(options.cacheDir, records, Date.now() / 1000));
+    for (const line of text.split("\n")) print(`  ${line}`);
+  } catch (e) {
+    print(`  cannot read ${options.cacheDir}: ${describe(e)}`);
+  }
+  print("what happens now (every step, run on this node):");
   const report = new Report(print);
   const retryHint =
     "see the message: IMDS must answer on this node (IMDS v2 enabled; nothing on the node intercepting 169.254.169.254)";

@@ -22,11 +22,13 @@ import {
 } from "./kubelet.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { type Options, parseOptions, USAGE } from "./options.ts";
+import { failureOf, type OutcomeReport, recordOutcome } from "./status.ts";
 import { VERSION } from "./version.ts";
 
 /** How {@linkcode provide} answers: the settings it uses, the log, the deadline. */
 export interface ProvideOptions
-  extends Pick<Options, "cacheDir" | "imdsBaseUrls" | "federationEndpoint" | "checkPull"> {
+  extends
+    Pick<Options, "cacheDir" | "imdsBaseUrls" | "federationEndpoint" | "checkPull" | "record"> {
   log: Logger;
   /** The invocation's deadline, asked for when a step needs it. */
   deadline: () => Deadline;
@@ -41,7 +43,8 @@ export interface ProvideOptions
 
 /**
  * Answers one request: the response JSON, with a docker token from the cache or made now, or
- * with no credentials for an image that is not on OCIR.
+ * with no credentials for an image that is not on OCIR. With `record`, what became of the call
+ * (from the cache, cold, failed) goes into the host's record for `status` (lib/status.ts).
  *
  * @example
  * ```ts
@@ -56,6 +59,7 @@ export interface ProvideOptions
  *     cacheDir: DEFAULT_CACHE_DIR,
  *     imdsBaseUrls: DEFAULT_IMDS_BASES,
  *     checkPull: false,
+ *     record: false,
  *     log: createLogger("warn"),
  *     deadline: () => deadline(45),
  *   },
@@ -79,11 +83,21 @@ export async function provide(
     return formatResponse(request.apiVersion, null, 0);
   }
   options.onStep?.("cache");
+  const record = async (report: OutcomeReport) => {
+    // No performance.measure here for the bench: a process's first one costs 1.3-2 ms.
+    if (options.record) await recordOutcome(options.cacheDir, registry.host, report);
+  };
   // The cache first: fresh or stale, the answer goes out now (lib/freshness.ts).
   const cached = await readDockerToken(options.cacheDir, registry.host);
-  const entry = cached ?? await coldPath();
+  let entry;
+  try {
+    entry = cached ?? await coldPath();
+  } catch (e) {
+    await record({ outcome: "failed", error: failureOf(e, "cache"), ms: performance.now() });
+    throw e;
+  }
   const judged = freshness(entry, Date.now() / 1000);
-  // Where this answer came from: fresh or stale from disk, or cold (a status report hooks here).
+  // Where this answer came from: fresh or stale from disk, or cold (recorded for `status`).
   const answered = cached ? judged.state : "cold";
   log.debug("cache", `answered (${answered})`, registry.host);
   // Off kubelet's wait (run() starts it after the answer is written): a stale token is refreshed,
@@ -96,11 +110,18 @@ export async function provide(
   ) {
     options.background(undefined, entry);
   }
-  return formatResponse(
+  const response = formatResponse(
     request.apiVersion,
     { host: image.registry, password: entry.token },
     judged.state === "unusable" ? 0 : judged.cacheSeconds,
   );
+  const { obtainedAt, refreshAt, expiresAt } = entry;
+  await record({
+    outcome: cached ? "cache" : "cold",
+    token: { obtainedAt, refreshAt, expiresAt },
+    ms: performance.now(),
+  });
+  return response;
 
   async function coldPath() {
     performance.mark("cache missed"); // read by deno task bench, with the steps' measures
@@ -166,6 +187,10 @@ export async function run(args: string[], io: PluginIO): Promise<number> {
         log.failure(deadlineError(step));
         exit(1);
       });
+    }
+    if (options.command === "status") {
+      const { status } = await import("./status_report.ts");
+      return await status(options, io.stdout);
     }
     if (options.command === "doctor") {
       const { doctor } = await import("./doctor.ts");

@@ -46,6 +46,15 @@ export const ALLOWED_PATHS = [DEFAULT_CACHE_DIR] as const;
 export const INSTALL_PATH = "/usr/local/bin/oke-credential-provider";
 
 /**
+ * Write only: the usual directories of node_exporter's textfile collector (upstream's docs, and
+ * Debian's package), for `status --prometheus FILE`.
+ */
+export const METRICS_PATHS = [
+  "/var/lib/node_exporter/textfile_collector",
+  "/var/lib/prometheus/node-exporter",
+] as const;
+
+/**
  * Deno permissions for a plugin that may read and write `paths`; the release binaries bake in
  * {@linkcode PERMISSION_FLAGS}, this set for the default cache directory, and the tests substitute
  * their own cache root (tests/support/plugin_process.ts). Every test that starts the plugin runs
@@ -75,8 +84,11 @@ export function permissionFlags(
     "--allow-net",
     `--allow-env=${ALLOWED_ENV.join(",")}`,
     `--allow-read=${paths.join(",")}`, // the cache, and nothing else
-    `--allow-write=${paths.join(",")}`,
-    "--allow-sys=uid", // only that: the cache must belong to the process's own user
+    // ... and node_exporter's textfile directories, for `status --prometheus FILE`
+    `--allow-write=${[...paths, ...METRICS_PATHS].join(",")}`,
+    // the uid: the cache must belong to the process's own user; the uptime: `status` counts
+    // calls since boot (Deno reads no /proc file, a boot id, without full access)
+    "--allow-sys=uid,osUptime",
     // only the plugin itself (`self`, by default its install path), to start the detached refresh
     `--allow-run=${self}`,
     "--deny-import", // no code is loaded from the network at run time; all of it is embedded
