@@ -15,6 +15,7 @@ import {
   BuildError,
   compileArgs,
   INSTALL_PATH,
+  METRICS_PATHS,
   permissionFlags,
   RELEASE_ASSETS,
   runtimeFor,
@@ -187,9 +188,10 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
       const baked = JSON.parse(/"permissions":(\{[^{}]*\})/.exec(text)![1]);
       assert.deepEqual(baked.allow_env, [...ALLOWED_ENV]);
       assert.deepEqual(baked.allow_read, [...ALLOWED_PATHS]);
-      assert.deepEqual(baked.allow_write, [...ALLOWED_PATHS]);
+      assert.deepEqual(baked.allow_write, [...ALLOWED_PATHS, ...METRICS_PATHS]);
       assert.deepEqual(baked.allow_net, [], "all hosts");
-      assert.deepEqual(baked.allow_sys, ["uid"], "only the uid, to check the cache's owner");
+      // The uid, to check the cache's owner; the uptime, for status's counts since boot.
+      assert.deepEqual(baked.allow_sys, ["uid", "osUptime"]);
       assert.deepEqual(baked.allow_run, [INSTALL_PATH], "only itself, for the background refresh");
       assert.equal(baked.allow_ffi, null);
       assert.deepEqual(baked.deny_import, [], "no remote import");
@@ -306,7 +308,7 @@ Deno.test("permissions: narrow flags, both targets, the release names", () => {
   for (const flag of permissionFlags()) assert.ok(args.includes(flag));
   for (const arg of args) {
     assert.ok(!/^(-A|--allow-all|--allow-ffi|--allow-import)/.test(arg), arg);
-    assert.ok(!/^--allow-sys(?!=uid$)/.test(arg), `${arg}: the uid only`);
+    assert.ok(!/^--allow-sys(?!=uid,osUptime$)/.test(arg), `${arg}: the uid and uptime only`);
     assert.ok(!/^--allow-run(?!=)/.test(arg) && !arg.includes("/tmp"), arg);
     if (arg.startsWith("--allow-run")) assert.equal(arg, `--allow-run=${INSTALL_PATH}`);
     assert.ok(!/^--allow-(read|write)=.*\/tmp/.test(arg), `${arg}: no /tmp`);

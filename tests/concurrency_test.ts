@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { readDockerToken, readRefreshRecord, readSession } from "../lib/cache.ts";
+import { readStatus } from "../lib/status_record.ts";
 import { emulatorTest, type Rig, waitForRequest } from "./support/emulator.ts";
 import { LOG_LINE } from "./support/fault_scenarios.ts";
 import {
@@ -37,10 +38,10 @@ async function assertCacheSound(dir: string, context: string): Promise<string[]>
     const name = entry.name;
     names.push(name);
     // The lock, refresh claims, writers' temp files and the writability probe are never read
-    // as a cache.
+    // as a cache, nor are the status record's journal and temp file (lib/status.ts).
     if (
       name === "lock" || name.endsWith(".claim") || name.endsWith(".tmp") ||
-      name.startsWith(".probe-")
+      name.startsWith(".probe-") || /^status-.+\.(hits|part)$/.test(name)
     ) continue;
     const text = await Deno.readTextFile(`${dir}/${name}`).catch(() => undefined);
     if (text === undefined) continue; // replaced or dropped meanwhile: absent is fine
@@ -52,13 +53,14 @@ async function assertCacheSound(dir: string, context: string): Promise<string[]>
       assert.ok(JSON.parse(text).privateKey, `${name} has no key: ${context}`);
     } else if (record) {
       assert.ok(await readRefreshRecord(dir, record), `${name} is unusable: ${context}`);
-    } else {
+    } else if (!name.startsWith("status-")) {
       const host = /^docker-(.+)\.json$/.exec(name)?.[1];
       assert.ok(host, `unexpected file ${name}: ${context}`);
       assert.ok(await readDockerToken(dir, host), `${name} is unusable: ${context}`);
     }
   }
-  return names.sort();
+  // The status record is checked on its own (status_test.ts); here only the cache's files.
+  return names.filter((name) => !name.startsWith("status-")).sort();
 }
 
 /** Reads the cache over and over until stopped, asserting each time that it is sound. */
@@ -139,6 +141,10 @@ emulatorTest(
           "session-key.spare.json",
           "session.json",
         ]);
+        // Every one of the 32 is on record (cold: it waited for the lock, or from the cache).
+        const [record] = await readStatus(dir);
+        assert.equal(record.counts.cold + record.counts.cache, 32);
+        assert.ok(record.counts.cold >= 1);
       },
     );
 

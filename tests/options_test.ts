@@ -14,6 +14,7 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
     federationEndpoint: undefined,
     checkPull: false,
     registries: [],
+    record: true,
   });
   const env = (name: string) =>
     ({
@@ -85,6 +86,22 @@ Deno.test("parseOptions knows the commands", async () => {
   const refresh = await parseOptions(["refresh", "--registry", "iad.ocir.io"], noEnv);
   assert.equal(refresh.command, "refresh");
   assert.deepEqual(refresh.registries, ["iad.ocir.io"]);
+  const status = await parseOptions(["status", "--json", "--prometheus", "/x/oke.prom"], noEnv);
+  assert.deepEqual([status.command, status.json, status.prometheus], [
+    "status",
+    true,
+    "/x/oke.prom",
+  ]);
+});
+
+Deno.test("parseOptions: recording for status is on unless OKE_CREDENTIAL_PROVIDER_RECORD=false", async () => {
+  const record = async (value?: string) =>
+    (await parseOptions([], (n) => n === "OKE_CREDENTIAL_PROVIDER_RECORD" ? value : undefined))
+      .record;
+  assert.deepEqual(
+    [await record(), await record("true"), await record("false")],
+    [true, true, false],
+  );
 });
 
 Deno.test("parseOptions rejects bad flags with an arguments-step error", async () => {
@@ -102,6 +119,10 @@ Deno.test("parseOptions rejects bad flags with an arguments-step error", async (
     [["--registry", "iad.ocir.io"], /--registry is a flag of warm/],
     [["doctor", "--registry", "iad.ocir.io"], /--registry is a flag of warm/],
     [["refresh", "--registry", "a.ocir.io", "--registry", "b.ocir.io"], /at most one --registry/],
+    [["--json"], /--json is a flag of status/],
+    [["doctor", "--prometheus", "f"], /--prometheus is a flag of status/],
+    [["status", "--prometheus", ""], /--prometheus is empty/],
+    [["status", "doctor"], /unexpected argument "doctor"/],
   ];
   for (const [args, pattern] of table) {
     await assert.rejects(

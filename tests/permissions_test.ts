@@ -2,7 +2,8 @@
  * Least privilege (issues 5 and 16): the plugin runs with exactly the Deno permissions compiled
  * into the release binaries (scripts/build.ts), with its cache in a test cache directory. It works
  * on the emulator, cold and warm (HTTPS_PROXY and DENO_CERT work without any permission: the
- * runtime applies them). With a cache directory outside the allowed paths it still answers, and
+ * runtime applies them). `status` reads the record (and the node's uptime) and writes metrics only
+ * where the binary may write. With a cache directory outside the allowed paths it still answers, and
  * says in one line that it cannot cache there. Each permission of the set is needed: a run
  * without any one of them does not succeed cleanly, so the tests' runs really use this set.
  */
@@ -115,6 +116,37 @@ Deno.test({
           await settled(dir);
           assert.equal(emu.counters.dockerTokens, tokens + 1, "the refresh ran");
           assert.notEqual(JSON.parse(await Deno.readTextFile(file)).token, entry.token);
+        },
+      );
+
+      await t.step(
+        "status reads the record (and the uptime); metrics only where allowed",
+        async () => {
+          const status = (...args: string[]) =>
+            startPlugin({
+              stdin: "",
+              env: emu.env,
+              args: ["status", "--cache-dir", `${allowed}/cache`, ...args],
+            }).done;
+          const json = await status("--json");
+          assert.equal(json.code, 0, json.stderr);
+          const [host] = JSON.parse(json.stdout).hosts;
+          assert.equal(host.host, "iad.ocir.io");
+          assert.ok(host.counts.cold >= 1 && host.counts.cache >= 1, JSON.stringify(host.counts));
+          const bootedAt = Date.now() / 1000 - Deno.osUptime();
+          assert.ok(Math.abs(host.bootedAt - bootedAt) < 5, "the uptime was readable");
+          const prom = await status("--prometheus", `${allowed}/oke.prom`);
+          assert.equal(prom.code, 0, prom.stderr);
+          assert.match(
+            await Deno.readTextFile(`${allowed}/oke.prom`),
+            /^# HELP oke_credential_provider_/,
+          );
+          const refused = await status("--prometheus", `${forbidden}/oke.prom`);
+          assert.equal(refused.code, 1);
+          assert.match(
+            refused.stderr,
+            /step=status msg="cannot write .*: outside the paths this binary may write \(give a file in node_exporter's --collector.textfile.directory: \/var\/lib\/node_exporter\/textfile_collector or \/var\/lib\/prometheus\/node-exporter\)"/,
+          );
         },
       );
 

@@ -3,9 +3,9 @@
  * (a quieter level prints a subset of debug's lines; faults_test.ts checks the default level, and
  * the retry scenarios there run at info), each request carrying a KEP-4412 service-account token,
  * proving that
- * - no stderr holds any 20-character piece of a token (docker, security, service account), a
- *   private key (the instance's, the session's) or a certificate body, whichever scenario
- *   revealed it;
+ * - no stderr, and no record file of `status` (status-<host>.* in the cache directory), holds
+ *   any 20-character piece of a token (docker, security, service account), a private key (the
+ *   instance's, the session's) or a certificate body, whichever scenario revealed it;
  * - plain HTTP goes only to IMDS (HTTP_PROXY points at the emulator's proxy, which records
  *   anything else), every tunnel is to port 443 of the auth service or of the image's own
  *   registry host, and a host that is not OCIR receives nothing;
@@ -51,6 +51,8 @@ emulatorTest(
   async (t, rig) => {
     const watch = new SecretWatch();
     const seen: { name: string; stderr: string }[] = [];
+    // What each scenario left in the status records, read before its cache directory goes.
+    const records: { name: string; text: string }[] = [];
     for (const scenario of SCENARIOS) {
       await t.step(scenario.name, async () => {
         await watch.addIdentity(rig.emu);
@@ -59,7 +61,14 @@ emulatorTest(
           // Plain HTTP to anything but NO_PROXY's loopback IMDS would reach the proxy and show.
           env: { HTTP_PROXY: rig.emu.env.HTTPS_PROXY },
           request: requestWithToken,
-          inspect: (run, dir) => watch.harvest(run, dir),
+          inspect: async (run, dir) => {
+            await watch.harvest(run, dir);
+            for (const entry of Deno.readDirSync(dir)) {
+              if (!entry.name.startsWith("status-")) continue;
+              const text = await Deno.readTextFile(`${dir}/${entry.name}`);
+              records.push({ name: `${scenario.name}: ${entry.name}`, text });
+            }
+          },
         });
         seen.push({ name: scenario.name, stderr: run.stderr });
         assertEgress(rig.emu, requests, image, scenario.name);
@@ -69,6 +78,12 @@ emulatorTest(
     await t.step("no stderr holds a secret that any scenario revealed", () => {
       assert.equal(seen.length, SCENARIOS.length);
       for (const { name, stderr } of seen) watch.assertClean(stderr, name);
+    });
+    await t.step("no status record holds a secret that any scenario revealed", () => {
+      // Most scenarios name an OCIR image: their outcome, failed or not, is on record.
+      assert.ok(records.length > SCENARIOS.length / 2, `${records.length} records`);
+      assert.ok(records.some((r) => r.text.includes('"failed"')), "failures among them");
+      for (const { name, text } of records) watch.assertClean(text, name);
     });
   },
 );
