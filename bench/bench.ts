@@ -19,6 +19,8 @@
  *   --steps N     cold runs per variant read from the product's own timings, for "where the
  *                 time goes" (7)
  *   --imports N   fresh processes per module, for the import costs (10)
+ *   --record N    warm runs with the status record on, and as many with it off (60); also the
+ *                 fresh processes that time one record alone
  *
  * Output is Markdown, to paste into BENCHMARKS.md.
  *
@@ -26,6 +28,8 @@
  */
 
 import { parseArgs } from "node:util";
+import { recordOutcome } from "../lib/status.ts";
+import { MAX_EVENTS } from "../lib/status_record.ts";
 import { type Emulator, type RequestLogEntry, startEmulator } from "../tests/emulator/mod.ts";
 import {
   makeCacheDir,
@@ -45,6 +49,7 @@ const { values: flags } = parseArgs({
     storms: { type: "string", default: "3" },
     steps: { type: "string", default: "7" },
     imports: { type: "string", default: "10" },
+    record: { type: "string", default: "60" },
   },
 });
 const count = (name: keyof typeof flags) => {
@@ -59,6 +64,7 @@ const COUNTS = {
   storms: count("storms"),
   steps: count("steps"),
   imports: count("imports"),
+  record: count("record"),
 };
 
 /** A latency profile: round trips injected per request, and the registry host asked. */
@@ -334,6 +340,87 @@ interface ColdRun {
   /** When the runtime started, epoch ms; entries count from here. */
   timeOrigin: number;
   entries: { name: string; entryType: string; startTime: number; duration: number }[];
+}
+
+/**
+ * What recording each call's outcome (lib/status.ts) adds to the warm path: warm runs with it on
+ * and off (OKE_CREDENTIAL_PROVIDER_RECORD=false), interleaved, on a full record (MAX_EVENTS
+ * events, as on a node with some history); and, robust to a busy machine that blurs whole runs,
+ * the recording's own parts timed alone: importing lib/status.ts, and one record.
+ */
+async function recordingCost(emu: Emulator, profile: Profile): Promise<string> {
+  emu.latency(profile.latency);
+  const { host } = profile;
+  const dir = `${tmp}/record`;
+  await plugin(emu, host, dir);
+  const at = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < MAX_EVENTS; i++) {
+    await recordOutcome(
+      dir,
+      host,
+      i % 2
+        ? { outcome: "cold", token: { obtainedAt: at, refreshAt: at + 3000, expiresAt: at + 3300 } }
+        : {
+          outcome: "failed",
+          error: {
+            step: "federation",
+            code: "HTTP_STATUS",
+            message: "HTTP 401 NotAuthenticated",
+            hint: "check the node's clock",
+          },
+        },
+    );
+  }
+  const warm = (record: boolean) => async () => {
+    const before = emu.requests.length;
+    const run = await spawn(
+      ["run", "-A", MOD],
+      childEnv(emu, {
+        OKE_CREDENTIAL_PROVIDER_CACHE_DIR: dir,
+        ...(record ? {} : { OKE_CREDENTIAL_PROVIDER_RECORD: "false" }),
+      }),
+      request(host),
+    );
+    if (run.code !== 0 || emu.requests.length !== before) fail("warm run", run);
+    return run;
+  };
+  const [on, off] = await interleaved([
+    { count: COUNTS.record, run: warm(true) },
+    { count: COUNTS.record, run: warm(false) },
+  ]);
+  // The recording's own parts, each in a fresh process: importing lib/status.ts (beyond what
+  // the warm path loads anyway), and one record.
+  const alone: number[] = [];
+  const imports: number[] = [];
+  const [base, status] = [`file://${ROOT}lib/log.ts`, `file://${ROOT}lib/status.ts`];
+  for (let i = 0; i < COUNTS.record; i++) {
+    alone.push((await helper<{ ms: number }>(emu, "record_cost.ts", [dir, host])).ms);
+    const without = await helper<{ ms: number }>(emu, "import_cost.ts", [base]);
+    const withStatus = await helper<{ ms: number }>(emu, "import_cost.ts", [base, status]);
+    imports.push(withStatus.ms - without.ms);
+  }
+  const size = (await Deno.stat(`${dir}/status-${host}.json`)).size;
+  return table(["warm run (cached docker token)", "ms: median (IQR)"], [
+    [`record on (n=${on.length})`, spread(stats(on.map((r) => r.ms)))],
+    [`record off (n=${off.length})`, spread(stats(off.map((r) => r.ms)))],
+    ["added by recording: median on − median off", ms(medianMs(on) - medianMs(off))],
+    [
+      "**added by recording**: median of the paired differences (each on run − the off run after it)",
+      `**${spread(stats(on.map((r, i) => r.ms - off[i].ms)))}**`,
+    ],
+    [
+      `importing lib/status.ts, beyond lib/log.ts (paired, n=${imports.length})`,
+      spread(stats(imports)),
+    ],
+    [
+      `one record alone, in a fresh process (n=${alone.length}; record of ${size} bytes)`,
+      spread(stats(alone)),
+    ],
+    [
+      "the recording's own parts: import + one record (medians)",
+      ms(median(imports) + median(alone)),
+    ],
+  ]);
 }
 
 /** One timed cold run: what it recorded, and what the bench saw from outside. */
@@ -755,6 +842,14 @@ try {
   say(`## Import cost of each module on the warm path`);
   say();
   say(await importCosts(emu));
+  say();
+  say(
+    `## What recording each outcome for \`status\` adds to the warm path (profile ${
+      PROFILES[0].name
+    })`,
+  );
+  say();
+  say(await recordingCost(emu, PROFILES[0]));
   say();
   const results: ProfileResult[] = [];
   for (const profile of PROFILES) {
