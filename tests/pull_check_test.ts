@@ -30,9 +30,11 @@ Deno.test("parseChallenge reads a registry's Bearer challenge, any case, any ord
 async function doctorImage(emu: Emulator, image: string) {
   const run = await runPlugin({ stdin: "", env: emu.env, args: ["doctor", "--image", image] });
   assert.equal(run.stderr, "", "doctor reports on stdout only");
-  const lines = run.stdout.split("\n");
+  // The recorded calls come first (status_emulator_test.ts checks them): the live checks follow.
+  const all = run.stdout.split("\n");
+  const lines = all.slice(all.indexOf("what happens now (every step, run on this node):") + 1);
   const at = lines.findIndex((l) => l.slice(2).startsWith("manifest"));
-  return { code: run.code, manifest: lines.slice(at, at + 2).join("\n"), stdout: run.stdout };
+  return { code: run.code, manifest: lines.slice(at, at + 2).join("\n"), stdout: lines.join("\n") };
 }
 
 /** A `--check-pull` run on an empty cache, and how long its token stays cached. */
