@@ -98,7 +98,7 @@ export function hitsPath(dir: string, host: string): string {
 /** The journal is folded into the record once it is this long (~90 answers). */
 export const MAX_HITS_BYTES = 8 * 1024;
 
-/** Appends one answer from the cache to the journal, if there is one (not a symlink) to append to. */
+/** Appends one answer from the cache to the journal, if there is one (no symlink) to append to. */
 function appendHit(
   dir: string,
   host: string,
