@@ -1,6 +1,6 @@
 /**
  * `oke-credential-provider status [--json] [--prometheus FILE]`: the node's record of each
- * registry host's calls (lib/status.ts) as text for a person, JSON for tools, and the Prometheus
+ * registry host's calls (lib/status_record.ts) as text for a person, JSON for tools, and the Prometheus
  * text format for node_exporter's textfile collector. `doctor` prints the text before its live
  * checks.
  *
