@@ -1,8 +1,8 @@
 /**
  * `oke-credential-provider status [--json] [--prometheus FILE]`: the node's record of each
- * registry host's calls (lib/status_record.ts) as text for a person, JSON for tools, and the Prometheus
- * text format for node_exporter's textfile collector. `doctor` prints the text before its live
- * checks.
+ * registry host's calls (lib/status_record.ts) as text for a person, JSON for tools, and the
+ * Prometheus text format for node_exporter's textfile collector. `doctor` prints the text before
+ * its live checks.
  *
  * @module
  */
