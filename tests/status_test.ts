@@ -348,10 +348,15 @@ Deno.test("reports: text, JSON and Prometheus say the same figures", async () =>
       now: T0,
       bootedAt: 1,
     });
+    await recordOutcome(dir, "syd.ocir.io", { outcome: "cache", token: token(T0 - 2800) }, {
+      now: T0,
+      bootedAt: 1,
+    });
     const report = statusReport(dir, await readStatus(dir, 1), now);
     assert.deepEqual(report.hosts.map((h) => [h.host, h.tokenState]), [
       ["fra.ocir.io", "expired"],
       [HOST, "valid"],
+      ["syd.ocir.io", "refresh due"],
     ]);
     const json = JSON.parse(JSON.stringify(report));
     assert.equal(json.hosts[1].lastOutcome.outcome, "refresh-failed");
@@ -380,6 +385,10 @@ Deno.test("reports: text, JSON and Prometheus say the same figures", async () =>
       /^ {4}2027-01-15T08:00:00Z {2}failed, at step OCIR token \(iad\.ocir\.io\): HTTP 403 FORBIDDEN, 640 ms$/m,
     );
     assert.match(text, /^ {2}token +expired 2027-01-15T08:01:40Z \(8m ago\)/m);
+    assert.match(
+      text,
+      /^ {2}token +stale: refresh was due 2027-01-15T08:08:20Z \(100s ago\); valid until 2027-01-15T08:13:20Z \(in 200s\)$/m,
+    );
 
     const metrics = parseMetrics(statusPrometheus(report));
     const calls = metrics.get("oke_credential_provider_calls_total");
