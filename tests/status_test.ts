@@ -387,7 +387,7 @@ Deno.test("reports: text, JSON and Prometheus say the same figures", async () =>
     assert.match(text, /^ {2}token +expired 2027-01-15T08:01:40Z \(8m ago\)/m);
     assert.match(
       text,
-      /^ {2}token +stale: refresh was due 2027-01-15T08:08:20Z \(100s ago\); valid until 2027-01-15T08:13:20Z \(in 200s\)$/m,
+      /^ {2}token +stale: refresh was due 2027-01-15T08:08:20Z \(100s ago\); valid until 2027-01-15T08:13:20Z \(in 3m\)$/m,
     );
 
     const metrics = parseMetrics(statusPrometheus(report));
