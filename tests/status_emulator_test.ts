@@ -12,7 +12,12 @@ import type { StatusReport } from "../lib/status_report.ts";
 import type { Emulator } from "./emulator/mod.ts";
 import { emulatorTest } from "./support/emulator.ts";
 import { appImage, SecretWatch } from "./support/fault_scenarios.ts";
-import { kubeletRequest, type PluginRun, runPlugin } from "./plugin_process.ts";
+import {
+  kubeletRequest,
+  makeCacheDir,
+  type PluginRun,
+  runPlugin,
+} from "./support/plugin_process.ts";
 
 const HOST = "iad.ocir.io";
 
@@ -25,7 +30,7 @@ interface Rig {
 
 function statusTest(name: string, fn: (t: Deno.TestContext, rig: Rig) => Promise<void>) {
   emulatorTest(name, async (t, { emu }) => {
-    const dir = await Deno.makeTempDir({ prefix: "okecp-status-" });
+    const dir = await makeCacheDir("status-");
     const call = (env: Record<string, string> = {}) =>
       runPlugin({
         stdin: kubeletRequest(appImage(emu)),
@@ -182,7 +187,7 @@ statusTest(
     });
 
     await t.step("status --prometheus and doctor: the same figures, no secret", async () => {
-      const out = await Deno.makeTempDir({ prefix: "okecp-prom-" });
+      const out = await makeCacheDir("prom-");
       try {
         await command("status", "--prometheus", `${out}/oke.prom`);
         const prom = await Deno.readTextFile(`${out}/oke.prom`);

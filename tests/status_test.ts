@@ -15,7 +15,7 @@ import {
   statusPath,
 } from "../lib/status_record.ts";
 import { statusPrometheus, statusReport, statusText } from "../lib/status_report.ts";
-import { MOD } from "./plugin_process.ts";
+import { makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 
 const HOST = "iad.ocir.io";
 const T0 = 1_800_000_000;
@@ -70,10 +70,10 @@ function parseMetrics(text: string): Map<string, Family> {
   return new Map(families.map((f) => [f.name, f]));
 }
 
-/** A test with a fresh directory, removed after. */
+/** A test with a fresh directory (one the plugin under test may use), removed after. */
 function inDir(name: string, fn: (dir: string) => Promise<void>) {
   Deno.test(name, async () => {
-    const dir = await Deno.makeTempDir();
+    const dir = await makeCacheDir("st-");
     try {
       await fn(dir);
     } finally {
@@ -436,25 +436,16 @@ Deno.test("reports: text, JSON and Prometheus say the same figures", async () =>
   }
 });
 
-/** Runs `deno run mod.ts args…` (no stdin), as an operator runs the binary. */
-async function cli(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MOD, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
-}
+/** Runs the plugin with `args` and nothing on stdin, as an operator runs the binary. */
+const cli = (args: string[]) => runPlugin({ stdin: "", args });
 
 Deno.test({
   name: "status --prometheus FILE replaces FILE atomically: a reader never sees a torn file",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    const dir = await Deno.makeTempDir();
-    const out = await Deno.makeTempDir();
+    const dir = await makeCacheDir("st-");
+    const out = await makeCacheDir("st-");
     const file = `${out}/oke.prom`;
     try {
       for (let i = 0; i < 30; i++) {
