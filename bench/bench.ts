@@ -374,7 +374,7 @@ async function recordingCost(emu: Emulator, profile: Profile): Promise<string> {
   const warm = (record: boolean) => async () => {
     const before = emu.requests.length;
     const run = await spawn(
-      ["run", "-A", MOD],
+      pluginCommand({}),
       childEnv(emu, {
         OKE_CREDENTIAL_PROVIDER_CACHE_DIR: dir,
         ...(record ? {} : { OKE_CREDENTIAL_PROVIDER_RECORD: "false" }),
