@@ -62,9 +62,13 @@ function heldPermissionFlags(cacheDir: string): string[] {
     if (granted({ name })) flags.push(`--allow-${name}`);
     else if (granted({ name, path: cacheDir })) flags.push(`--allow-${name}=${cacheDir}`);
   }
-  // The cache's owner is checked against this process's uid (lib/cache.ts).
+  // The cache's owner is checked against this process's uid (lib/cache.ts); the uptime dates
+  // the status record's counts since boot (lib/status_record.ts).
   if (granted({ name: "sys" })) flags.push("--allow-sys");
-  else if (granted({ name: "sys", kind: "uid" })) flags.push("--allow-sys=uid");
+  else {
+    const kinds = (["uid", "osUptime"] as const).filter((kind) => granted({ name: "sys", kind }));
+    if (kinds.length > 0) flags.push(`--allow-sys=${kinds.join(",")}`);
+  }
   if (granted({ name: "run" })) flags.push("--allow-run");
   else if (canRunItself()) flags.push(`--allow-run=${Deno.execPath()}`);
   return flags;

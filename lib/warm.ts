@@ -8,7 +8,14 @@
  * @module
  */
 
-import { hasSpareKey, prepareCacheDir, readDockerToken, releaseRefreshClaim } from "./cache.ts";
+import {
+  type CachedDockerToken,
+  hasSpareKey,
+  prepareCacheDir,
+  readDockerToken,
+  readRefreshRecord,
+  releaseRefreshClaim,
+} from "./cache.ts";
 import { obtainDockerToken, type Settings } from "./credentials.ts";
 import { describe, PluginError } from "./errors.ts";
 import type { Deadline } from "./deadline.ts";
@@ -19,6 +26,19 @@ import type { Logger } from "./log.ts";
 import type { Options } from "./options.ts";
 import { recordRefresh } from "./refresh.ts";
 import { makeSpareKey } from "./session.ts";
+import { failureOf, type OutcomeReport, recordOutcome } from "./status.ts";
+
+/** A token obtained off kubelet's wait (a background refresh, `warm`), for `status`. */
+const refreshed = (entry: CachedDockerToken): OutcomeReport => ({
+  outcome: "refreshed",
+  token: { obtainedAt: entry.obtainedAt, refreshAt: entry.refreshAt, expiresAt: entry.expiresAt },
+  ms: performance.now(),
+});
+
+/** Records an outcome for `status`, unless recording is off. */
+async function recordFor(options: Options, host: string, report: OutcomeReport): Promise<void> {
+  if (options.record) await recordOutcome(options.cacheDir, host, report);
+}
 
 /** The life assumed for backoff when no token was ever cached: OCIR's hour. */
 const DEFAULT_LIFE = 3600;
@@ -95,8 +115,16 @@ export async function refresh(options: Options, context: CommandContext): Promis
           "fresh",
         );
         await recordRefresh(dir, host, entry.expiresAt - entry.issuedAt, context.deadline.signal);
+        await recordFor(options, host, refreshed(entry));
       } catch (e) {
         await recordRefresh(dir, host, life, context.deadline.signal, describe(e));
+        const backoffUntil = (await readRefreshRecord(dir, host))?.retryAt;
+        await recordFor(options, host, {
+          outcome: "refresh-failed",
+          error: failureOf(e, "cache"),
+          backoffUntil,
+          ms: performance.now(),
+        });
         throw e;
       }
     } catch (e) {
@@ -150,6 +178,7 @@ export async function warm(options: Options, context: CommandContext): Promise<n
     try {
       // An operator's explicit warm-up: a token past its refresh point is replaced too.
       const entry = await obtainDockerToken(host, settings, "fresh");
+      await recordFor(options, host.host, refreshed(entry));
       const iso = (s: number) => new Date(s * 1000).toISOString();
       print(
         `✓ ${host.host}: token cached; refresh from ${iso(entry.refreshAt)}, valid until ${

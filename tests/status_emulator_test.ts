@@ -15,8 +15,10 @@ import { appImage, SecretWatch } from "./support/fault_scenarios.ts";
 import {
   kubeletRequest,
   makeCacheDir,
+  makeStale,
   type PluginRun,
   runPlugin,
+  settled,
 } from "./support/plugin_process.ts";
 
 const HOST = "iad.ocir.io";
@@ -119,37 +121,38 @@ statusTest(
     });
 
     await t.step(
-      "a failed refresh: the due token could not be replaced (auth down)",
+      "a failed refresh: a stale token answered at once, its background refresh refused",
       async () => {
-        // The cached token and session fall due; the auth service refuses the new federation.
-        for (const path of [dockerTokenPath(dir, HOST), `${dir}/session.json`]) {
-          const entry = JSON.parse(await Deno.readTextFile(path));
-          await Deno.writeTextFile(
-            path,
-            JSON.stringify({ ...entry, refreshAt: entry.refreshAt - 7200 }),
-          );
-        }
-        emu.fault("auth", { status: [401, 401] });
-        const refresh = await call();
+        // The cached token falls due (still valid); OCIR refuses the background refresh.
+        await makeStale(dir, HOST);
+        emu.fault("ocir", { status: [403, 403] });
+        const stale = await call();
+        await settled(dir);
+        const after = Date.now() / 1000;
         emu.clearFaults();
-        assert.equal(refresh.run.code, 1);
-        const report = await json();
-        const h = host(report);
+        assert.equal(stale.run.code, 0, stale.run.stderr);
+        const h = host(await json());
         assert.deepEqual(h.counts, {
-          cache: 1,
+          cache: 2,
           cold: 1,
-          failed: 2,
+          failed: 1,
           refreshed: 0,
-          "refresh-failed": 0,
+          "refresh-failed": 1,
         });
-        assert.equal(h.lastFailure?.error?.step, "federation");
-        assert.match(h.lastFailure?.error?.message ?? "", /HTTP 401/);
+        assert.equal(h.lastFailure?.outcome, "refresh-failed");
+        assert.equal(h.lastFailure?.error?.step, "OCIR token");
+        assert.match(h.lastFailure?.error?.message ?? "", /HTTP 403/);
         assert.ok(h.lastFailure?.error?.hint, "with a hint");
-        between(h.lastFailure!.at, refresh);
-        // The record's token is the one the cold call got: its own times say valid (this test
-        // made the cache's copy due by hand).
-        assert.equal(h.tokenState, "valid");
-        assert.deepEqual(h.events.map((e) => e.outcome), ["failed", "cold", "cache", "failed"]);
+        between(h.lastFailure!.at, { before: stale.before, after });
+        assert.ok(h.backoffUntil! > after, "backing off");
+        assert.equal(h.tokenState, "refresh due");
+        assert.deepEqual(h.events.map((e) => e.outcome), [
+          "failed",
+          "cold",
+          "cache",
+          "refresh-failed",
+        ]);
+        assert.equal(h.events[2].times, 2, "the stale answer folds with the warm one");
         between(h.events[1].at, coldSpan);
       },
     );
@@ -159,22 +162,26 @@ statusTest(
       assert.match(text, /^iad\.ocir\.io$/m);
       assert.match(
         text,
-        /^ {2}token +valid until \S+Z \(in \d+m\); refresh due \S+Z \(in \d+m\)$/m,
+        /^ {2}token +stale: refresh was due \S+Z \(\d+s ago\); valid until \S+Z \(in \d+m\)$/m,
       );
       assert.match(
         text,
-        /^ {2}last outcome +\S+Z \(\d+s ago\) failed, at step federation \(auth\.us-ashburn-1\.oraclecloud\.com\): HTTP 401/m,
+        /^ {2}last outcome +\S+Z \(\d+s ago\) background refresh failed, at step OCIR token \(iad\.ocir\.io\): HTTP 403/m,
       );
-      assert.match(text, /^ {2}last failure +\S+Z \(\d+s ago\) failed, at step federation/m);
+      assert.match(
+        text,
+        /^ {2}last failure +\S+Z \(\d+s ago\) background refresh failed, at step OCIR token/m,
+      );
+      assert.match(text, /^ {2}refresh +last failed .*; backing off until \S+Z \(in \d+/m);
       assert.match(text, /^ {4}hint +\S/m);
       assert.match(
         text,
-        /^ {2}since boot +1 answered from cache, 1 cold, 2 failed; 0 refreshed, 0 refreshes failed$/m,
+        /^ {2}since boot +2 answered from cache, 1 cold, 1 failed; 0 refreshed, 1 refreshes failed$/m,
       );
       const history = text.split("\n").filter((l) => /^ {4}\d{4}-/.test(l));
       assert.equal(history.length, 4);
-      assert.match(history[0], /failed, at step federation/);
-      assert.match(history[1], /answered from cache, \d+ ms$/);
+      assert.match(history[0], /background refresh failed, at step OCIR token.*next try after/);
+      assert.match(history[1], /answered from cache ×2 since \S+Z, \d+ ms$/);
       assert.match(
         history[2],
         /answered with a token fetched on the call \(cold\), token valid until/,
@@ -200,11 +207,13 @@ statusTest(
         );
         const calls = families.get("oke_credential_provider_calls_total")!;
         const value = (outcome: string) => calls.find((m) => m.labels.outcome === outcome)?.value;
-        assert.deepEqual([value("cache"), value("cold"), value("failed")], ["1", "1", "2"]);
-        assert.equal(families.get("oke_credential_provider_last_call_success")![0].value, "0");
+        assert.deepEqual([value("cache"), value("cold"), value("failed")], ["2", "1", "1"]);
+        assert.equal(families.get("oke_credential_provider_last_call_success")![0].value, "1");
+        const refreshes = families.get("oke_credential_provider_refreshes_total")!;
+        assert.equal(refreshes.find((m) => m.labels.result === "failure")?.value, "1");
         assert.equal(
           families.get("oke_credential_provider_last_failure_info")![0].labels.step,
-          "federation",
+          "OCIR token",
         );
         watch.assertClean(prom, "status --prometheus");
 
@@ -212,8 +221,11 @@ statusTest(
         const now = doctor.indexOf("what happens now (every step, run on this node):");
         assert.ok(now > 0, doctor.join("\n"));
         const history = doctor.slice(0, now).join("\n");
-        assert.match(history, /^ {4}last failure +\S+Z \(\d+s ago\) failed, at step federation/m);
-        assert.match(history, /^ {4}since boot +1 answered from cache, 1 cold, 2 failed/m);
+        assert.match(
+          history,
+          /^ {4}last failure +\S+Z \(\d+s ago\) background refresh failed, at step OCIR token/m,
+        );
+        assert.match(history, /^ {4}since boot +2 answered from cache, 1 cold, 1 failed/m);
         assert.match(doctor[now + 1], /^✓ IMDS/);
         watch.assertClean(doctor.join("\n"), "doctor");
         // And the record files themselves.
