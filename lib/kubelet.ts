@@ -21,6 +21,38 @@ export type ApiVersion = typeof API_VERSIONS[number];
 export interface CredentialProviderRequest {
   apiVersion: ApiVersion;
   image: string;
+  /**
+   * The pod's service-account token (KEP-4412, kubelet ≥ 1.34 with `tokenAttributes`). A secret:
+   * never logged, never written anywhere.
+   */
+  serviceAccountToken?: string;
+  /** The service account's annotations that kubelet was told to pass. */
+  serviceAccountAnnotations?: Record<string, string>;
+}
+
+/** The service-account annotation by which a workload opts in to its own pull identity. */
+export const PULL_IDENTITY_ANNOTATION = "oke-credential-provider.io/pull-identity";
+
+/**
+ * Whose identity pulls for a request: `node` (instance principal), `workload` (the pod's service
+ * account: only with a token and the annotation set to exactly `workload`) or `none` (a
+ * service account that did not opt in, under `--node-identity deny`). No token is always `node`:
+ * that is every call kubelet makes without `tokenAttributes`.
+ *
+ * @example
+ * ```ts
+ * pullIdentity({ apiVersion: API_VERSIONS[0], image: "iad.ocir.io/ns/a:1" }, "deny"); // "node"
+ * ```
+ */
+export function pullIdentity(
+  request: CredentialProviderRequest,
+  nodeIdentity: "allow" | "deny",
+): "node" | "workload" | "none" {
+  if (!request.serviceAccountToken) return "node";
+  if (request.serviceAccountAnnotations?.[PULL_IDENTITY_ANNOTATION] === "workload") {
+    return "workload";
+  }
+  return nodeIdentity === "allow" ? "node" : "none";
 }
 
 /** Kubelet's requests are a few hundred bytes; anything near this is not kubelet talking. */
@@ -84,8 +116,8 @@ export async function readRequest(source: RequestSource): Promise<CredentialProv
 }
 
 /**
- * Parses and checks a request. Extra fields (service-account token and annotations, KEP-4412)
- * are allowed and ignored.
+ * Parses and checks a request, with the service-account token and annotations of KEP-4412 when
+ * kubelet sends them. Other extra fields are ignored.
  *
  * @example
  * ```ts
@@ -119,7 +151,26 @@ function checkRequest(value: unknown): CredentialProviderRequest {
     );
   }
   if (typeof image !== "string" || image === "") throw bad("the request names no image");
-  return { apiVersion: apiVersion as ApiVersion, image };
+  const request: CredentialProviderRequest = { apiVersion: apiVersion as ApiVersion, image };
+  const { serviceAccountToken: token, serviceAccountAnnotations: annotations } = value as Record<
+    string,
+    unknown
+  >;
+  // The token's value is never quoted in an error: it is a credential.
+  if (token !== undefined && token !== null && token !== "") {
+    if (typeof token !== "string") throw bad("serviceAccountToken is not a string");
+    request.serviceAccountToken = token;
+  }
+  if (annotations !== undefined && annotations !== null) {
+    if (
+      typeof annotations !== "object" || Array.isArray(annotations) ||
+      !Object.values(annotations).every((v) => typeof v === "string")
+    ) {
+      throw bad("serviceAccountAnnotations is not a map of strings");
+    }
+    request.serviceAccountAnnotations = annotations as Record<string, string>;
+  }
+  return request;
 }
 
 /** The credentials for one registry host. */

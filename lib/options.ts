@@ -29,9 +29,23 @@ export const ENV_VARIABLES = [
   "OKE_CREDENTIAL_PROVIDER_CHECK_PULL",
   "OKE_CREDENTIAL_PROVIDER_LOG_LEVEL",
   "OKE_CREDENTIAL_PROVIDER_RECORD",
+  "OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY",
+  "OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY",
+  "OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL",
+  "OKE_CREDENTIAL_PROVIDER_CLUSTER_CA",
+  "OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL",
+  "OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE",
   "OCI_METADATA_BASE_URL",
   "OCI_SDK_AUTH_CLIENT_REGION_URL",
 ] as const;
+/**
+ * The cluster CA on an OKE worker node (kubelet's own trust for the API server), which also
+ * signs proxymux's certificate. The path is OKE's usual one; a real node must confirm it.
+ */
+export const DEFAULT_CLUSTER_CA = "/etc/kubernetes/ca.crt";
+
+/** Which exchange turns a service-account token into an OCI session token. */
+export type WorkloadBackend = "oke" | "federation";
 
 /** What to do, and how. */
 export interface Options {
@@ -54,6 +68,20 @@ export interface Options {
   json?: boolean;
   /** `status --prometheus FILE`. */
   prometheus?: string;
+  /** `--workload-identity`: the exchange for service accounts that opt in; none = refuse them. */
+  workloadIdentity?: WorkloadBackend;
+  /** `--node-identity`: may service accounts that did not opt in pull as the node? */
+  nodeIdentity: "allow" | "deny";
+  /** `--proxymux-url`: OKE's exchange endpoint, path included. */
+  proxymuxUrl?: string;
+  /** `--cluster-ca`: the only CA trusted for proxymux. */
+  clusterCa: string;
+  /** `--identity-domain-url`: the identity domain's base URL. */
+  identityDomainUrl?: string;
+  /** `--federation-token-type`: user (upst) or resource (rpst) principal session token. */
+  federationTokenType: "upst" | "rpst";
+  /** `doctor --service-account-token FILE`. */
+  serviceAccountTokenFile?: string;
 }
 
 /** `--help` text. */
@@ -77,6 +105,22 @@ Flags:
   --json              status: print JSON for tools
   --prometheus FILE   status: write the figures for node_exporter's textfile collector to FILE
                       (atomically) instead of printing them
+
+Per-workload identity (kubelet >= 1.34 with tokenAttributes; see README "Per-workload identity"):
+  --workload-identity oke|federation  how service accounts annotated
+                      oke-credential-provider.io/pull-identity: workload get their own token:
+                      OKE Workload Identity (proxymux) or an identity domain's token exchange
+  --node-identity allow|deny  may service accounts that did not opt in pull with the node's
+                      identity (default allow)
+  --proxymux-url URL  oke: the exchange endpoint, e.g.
+                      https://<API server private IP>:12250/resourcePrincipalSessionTokens
+  --cluster-ca FILE   oke: the only CA trusted for proxymux (default ${DEFAULT_CLUSTER_CA})
+  --identity-domain-url URL  federation: the domain's base URL (https://idcs-….identity.oraclecloud.com)
+  --federation-token-type upst|rpst  federation: token type (default upst)
+  Each also from env: OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY, _NODE_IDENTITY, _PROXYMUX_URL,
+  _CLUSTER_CA, _IDENTITY_DOMAIN_URL, _FEDERATION_TOKEN_TYPE.
+  doctor --service-account-token FILE  run the workload exchange with a token from FILE
+
   --version           print the version
   --help              print this help
 
@@ -88,11 +132,61 @@ calls for status).`;
 
 const bad = (reason: string) => new PluginError("arguments", "BAD_INPUT", reason);
 
-function level(value: string, source: string): Level {
-  if (!LEVELS.includes(value as Level)) {
-    throw bad(`${source} ${JSON.stringify(value)} is not one of ${LEVELS.join(", ")}`);
+function oneOf<T extends string>(value: string, allowed: readonly T[], source: string): T {
+  if (!allowed.includes(value as T)) {
+    throw bad(`${source} ${JSON.stringify(value)} is not one of ${allowed.join(", ")}`);
   }
-  return value as Level;
+  return value as T;
+}
+
+function httpsUrl(value: string, source: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw bad(`${source} ${JSON.stringify(value)} is not a URL`);
+  }
+  if (url.protocol !== "https:") throw bad(`${source} ${JSON.stringify(value)} is not https`);
+  return url.href;
+}
+
+/** The per-workload settings from the environment (kubelet's `env`); flags override them. */
+function workloadFromEnv(options: Options, env: (name: string) => string | undefined): void {
+  const backend = env("OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY");
+  if (backend) {
+    options.workloadIdentity = oneOf(
+      backend,
+      BACKENDS,
+      "OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY",
+    );
+  }
+  const node = env("OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY");
+  if (node) {
+    options.nodeIdentity = oneOf(node, NODE_IDENTITY, "OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY");
+  }
+  const proxymux = env("OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL");
+  if (proxymux) options.proxymuxUrl = httpsUrl(proxymux, "OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL");
+  options.clusterCa = env("OKE_CREDENTIAL_PROVIDER_CLUSTER_CA") || options.clusterCa;
+  const domain = env("OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL");
+  if (domain) {
+    options.identityDomainUrl = httpsUrl(domain, "OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL");
+  }
+  const type = env("OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE");
+  if (type) {
+    options.federationTokenType = oneOf(
+      type,
+      TOKEN_TYPES,
+      "OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE",
+    );
+  }
+}
+
+const BACKENDS = ["oke", "federation"] as const;
+const NODE_IDENTITY = ["allow", "deny"] as const;
+const TOKEN_TYPES = ["upst", "rpst"] as const;
+
+function level(value: string, source: string): Level {
+  return oneOf(value, LEVELS, source);
 }
 
 /**
@@ -121,7 +215,11 @@ export async function parseOptions(
     checkPull: env("OKE_CREDENTIAL_PROVIDER_CHECK_PULL") === "true",
     registries: [],
     record: env("OKE_CREDENTIAL_PROVIDER_RECORD") !== "false",
+    nodeIdentity: "allow",
+    clusterCa: DEFAULT_CLUSTER_CA,
+    federationTokenType: "upst",
   };
+  workloadFromEnv(options, env);
   // Kubelet's config can set these through `env` rather than `args`: the warm path then never
   // loads node:util (~7 ms, a third of a warm run).
   if (args.length === 0) return options;
@@ -140,6 +238,13 @@ export async function parseOptions(
         "check-pull": { type: "boolean" },
         json: { type: "boolean" },
         prometheus: { type: "string" },
+        "workload-identity": { type: "string" },
+        "node-identity": { type: "string" },
+        "proxymux-url": { type: "string" },
+        "cluster-ca": { type: "string" },
+        "identity-domain-url": { type: "string" },
+        "federation-token-type": { type: "string" },
+        "service-account-token": { type: "string" },
         version: { type: "boolean" },
         help: { type: "boolean" },
       },
@@ -171,6 +276,26 @@ export async function parseOptions(
     }
   }
   if (values.prometheus === "") throw bad("--prometheus is empty");
+  if (values["service-account-token"] !== undefined && command !== "doctor") {
+    throw bad("--service-account-token is a flag of doctor");
+  }
+  options.serviceAccountTokenFile = values["service-account-token"];
+  const w = values["workload-identity"];
+  if (w !== undefined) options.workloadIdentity = oneOf(w, BACKENDS, "--workload-identity");
+  const n = values["node-identity"];
+  if (n !== undefined) options.nodeIdentity = oneOf(n, NODE_IDENTITY, "--node-identity");
+  const p = values["proxymux-url"];
+  if (p !== undefined) options.proxymuxUrl = httpsUrl(p, "--proxymux-url");
+  if (values["cluster-ca"] !== undefined) {
+    if (values["cluster-ca"] === "") throw bad("--cluster-ca is empty");
+    options.clusterCa = values["cluster-ca"];
+  }
+  const d = values["identity-domain-url"];
+  if (d !== undefined) options.identityDomainUrl = httpsUrl(d, "--identity-domain-url");
+  const t = values["federation-token-type"];
+  if (t !== undefined) {
+    options.federationTokenType = oneOf(t, TOKEN_TYPES, "--federation-token-type");
+  }
   if (values["cache-dir"] !== undefined) {
     if (values["cache-dir"] === "") throw bad("--cache-dir is empty");
     options.cacheDir = values["cache-dir"];

@@ -5,6 +5,8 @@ import {
   goDuration,
   MAX_REQUEST_BYTES,
   parseRequest,
+  PULL_IDENTITY_ANNOTATION,
+  pullIdentity,
   readRequest,
 } from "../lib/kubelet.ts";
 import { PluginError } from "../lib/errors.ts";
@@ -31,12 +33,76 @@ const request = (fields: Record<string, unknown>) =>
     ...fields,
   });
 
-Deno.test("parseRequest accepts every API version and ignores KEP-4412 fields", () => {
+Deno.test("parseRequest reads KEP-4412 fields in every API version", () => {
   for (const apiVersion of API_VERSIONS) {
     const parsed = parseRequest(
       request({ apiVersion, serviceAccountToken: "x", serviceAccountAnnotations: { a: "b" } }),
     );
-    assert.deepEqual(parsed, { apiVersion, image: "iad.ocir.io/ns/a:1" });
+    assert.deepEqual(parsed, {
+      apiVersion,
+      image: "iad.ocir.io/ns/a:1",
+      serviceAccountToken: "x",
+      serviceAccountAnnotations: { a: "b" },
+    });
+    assert.deepEqual(parseRequest(request({ apiVersion })), {
+      apiVersion,
+      image: "iad.ocir.io/ns/a:1",
+    });
+    // Kubelet omits empty fields; an empty token or null annotations are the same as none.
+    assert.deepEqual(
+      parseRequest(
+        request({ apiVersion, serviceAccountToken: "", serviceAccountAnnotations: null }),
+      ),
+      { apiVersion, image: "iad.ocir.io/ns/a:1" },
+    );
+  }
+});
+
+Deno.test("parseRequest refuses malformed KEP-4412 fields without quoting the token", () => {
+  const secret = "eyJzZWNyZXQ.eyJzZWNyZXQ.c2ln";
+  assert.throws(
+    () => parseRequest(request({ serviceAccountToken: 7 })),
+    /serviceAccountToken is not a string/,
+  );
+  for (const annotations of [[], "x", { a: 1 }]) {
+    assert.throws(
+      () =>
+        parseRequest(
+          request({ serviceAccountToken: secret, serviceAccountAnnotations: annotations }),
+        ),
+      (e: Error) =>
+        /serviceAccountAnnotations is not a map of strings/.test(e.message) &&
+        !e.message.includes("c2ln"),
+    );
+  }
+});
+
+Deno.test("pullIdentity: only a token with the annotation set to exactly workload opts in", () => {
+  const base = { apiVersion: API_VERSIONS[0], image: "iad.ocir.io/ns/a:1" } as const;
+  const withToken = (annotations?: Record<string, string>) => ({
+    ...base,
+    serviceAccountToken: "t",
+    serviceAccountAnnotations: annotations,
+  });
+  const table: [Parameters<typeof pullIdentity>[0], "allow" | "deny", string][] = [
+    [base, "allow", "node"],
+    [base, "deny", "node"], // no token: every call without tokenAttributes, unchanged
+    [
+      { ...base, serviceAccountAnnotations: { [PULL_IDENTITY_ANNOTATION]: "workload" } },
+      "deny",
+      "node",
+    ],
+    [withToken(), "allow", "node"],
+    [withToken(), "deny", "none"],
+    [withToken({ [PULL_IDENTITY_ANNOTATION]: "workload" }), "allow", "workload"],
+    [withToken({ [PULL_IDENTITY_ANNOTATION]: "workload" }), "deny", "workload"],
+    [withToken({ [PULL_IDENTITY_ANNOTATION]: "Workload" }), "allow", "node"],
+    [withToken({ [PULL_IDENTITY_ANNOTATION]: "true" }), "deny", "none"],
+    [withToken({ [PULL_IDENTITY_ANNOTATION]: "node" }), "allow", "node"],
+    [withToken({ "other.io/pull-identity": "workload" }), "deny", "none"],
+  ];
+  for (const [request, node, expected] of table) {
+    assert.equal(pullIdentity(request, node), expected, JSON.stringify([request, node]));
   }
 });
 

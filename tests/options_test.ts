@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { DEFAULT_IMDS_BASES, parseOptions } from "../lib/options.ts";
+import { DEFAULT_CLUSTER_CA, DEFAULT_IMDS_BASES, parseOptions } from "../lib/options.ts";
 import { DEFAULT_CACHE_DIR } from "../lib/cache.ts";
 
 const noEnv = () => undefined;
@@ -15,6 +15,9 @@ Deno.test("parseOptions defaults, then environment, then flags", async () => {
     checkPull: false,
     registries: [],
     record: true,
+    nodeIdentity: "allow",
+    clusterCa: DEFAULT_CLUSTER_CA,
+    federationTokenType: "upst",
   });
   const env = (name: string) =>
     ({
@@ -130,5 +133,61 @@ Deno.test("parseOptions rejects bad flags with an arguments-step error", async (
       (e: Error) => e.message.startsWith("arguments: ") && pattern.test(e.message),
       args.join(" "),
     );
+  }
+});
+
+Deno.test("parseOptions: per-workload identity from environment, flags winning", async () => {
+  const env = (name: string) =>
+    ({
+      OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY: "oke",
+      OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY: "deny",
+      OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL: "https://10.0.0.2:12250/resourcePrincipalSessionTokens",
+      OKE_CREDENTIAL_PROVIDER_CLUSTER_CA: "/etc/ca.pem",
+      OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL: "https://idcs-1.identity.oraclecloud.com",
+      OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE: "rpst",
+    })[name];
+  const fromEnv = await parseOptions([], env);
+  assert.equal(fromEnv.workloadIdentity, "oke");
+  assert.equal(fromEnv.nodeIdentity, "deny");
+  assert.equal(fromEnv.proxymuxUrl, "https://10.0.0.2:12250/resourcePrincipalSessionTokens");
+  assert.equal(fromEnv.clusterCa, "/etc/ca.pem");
+  assert.equal(fromEnv.identityDomainUrl, "https://idcs-1.identity.oraclecloud.com/");
+  assert.equal(fromEnv.federationTokenType, "rpst");
+  const flags = await parseOptions([
+    "--workload-identity=federation",
+    "--node-identity=allow",
+    "--cluster-ca=/x.pem",
+    "--federation-token-type=upst",
+    "--proxymux-url=https://127.0.0.1:1/p",
+    "--identity-domain-url=https://idcs-2.identity.oraclecloud.com",
+  ], env);
+  assert.equal(flags.workloadIdentity, "federation");
+  assert.equal(flags.nodeIdentity, "allow");
+  assert.equal(flags.clusterCa, "/x.pem");
+  assert.equal(flags.federationTokenType, "upst");
+  assert.equal(flags.proxymuxUrl, "https://127.0.0.1:1/p");
+  assert.equal(flags.identityDomainUrl, "https://idcs-2.identity.oraclecloud.com/");
+  const doctor = await parseOptions(["doctor", "--service-account-token", "/t"], noEnv);
+  assert.equal(doctor.serviceAccountTokenFile, "/t");
+});
+
+Deno.test("parseOptions refuses bad per-workload settings with one line naming them", async () => {
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [["--workload-identity", "gcp"], {}, /--workload-identity "gcp" is not one of oke, federation/],
+    [["--node-identity", "yes"], {}, /--node-identity "yes" is not one of allow, deny/],
+    [["--proxymux-url", "http://10.0.0.2:12250/x"], {}, /--proxymux-url .* is not https/],
+    [["--identity-domain-url", "nope"], {}, /--identity-domain-url "nope" is not a URL/],
+    [["--federation-token-type", "jwt"], {}, /is not one of upst, rpst/],
+    [["--service-account-token", "/t"], {}, /--service-account-token is a flag of doctor/],
+    [["--cluster-ca="], {}, /--cluster-ca is empty/],
+    [
+      [],
+      { OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY: "x" },
+      /OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY "x"/,
+    ],
+    [[], { OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY: "no" }, /NODE_IDENTITY "no"/],
+  ];
+  for (const [args, vars, message] of cases) {
+    await assert.rejects(parseOptions(args, (name) => vars[name]), message, args.join(" "));
   }
 });
