@@ -25,7 +25,7 @@ export interface Fault {
 }
 
 /** The services whose endpoints take faults. */
-export type Service = "imds" | "auth" | "ocir";
+export type Service = "imds" | "auth" | "ocir" | "idcs";
 
 /** The effect of the faults that match one request. */
 export interface Effect {
@@ -46,7 +46,7 @@ export class Faults {
   /** Sets (replaces) the fault of an endpoint; the status queue is copied. */
   set(endpoint: string, fault: Fault): void {
     const [service] = endpoint.split(":", 1);
-    if (!["imds", "auth", "ocir"].includes(service)) {
+    if (!["imds", "auth", "ocir", "idcs"].includes(service)) {
       throw new Error(`unknown fault endpoint "${endpoint}"`);
     }
     this.#entries.set(endpoint, { ...fault, status: fault.status ? [...fault.status] : undefined });

@@ -35,7 +35,7 @@ export function resolveRegion(spec: RegionSpec): RegionInfo {
 /** Which service a host name belongs to. */
 export interface HostEntry {
   host: string;
-  service: "auth" | "ocir";
+  service: "auth" | "ocir" | "idcs";
   region: RegionInfo;
 }
 

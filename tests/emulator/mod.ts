@@ -9,11 +9,19 @@
  * await emu.close();
  * ```
  */
-import { handleFederation } from "./auth.ts";
+import { exportJWK, SignJWT } from "jose";
+import { handleFederation, TOKEN_ISSUER } from "./auth.ts";
+import {
+  Cluster,
+  type ClusterOptions,
+  type ServiceAccount,
+  type WorkloadClaims,
+} from "./cluster.ts";
+import { type FederatedSubject, handleTokenExchange, type Trust } from "./idcs.ts";
 import { type Fault, Faults, type Service } from "./faults.ts";
 import { type HostEntry, regionHosts, type RegionInfo, resolveRegion } from "./hosts.ts";
 import { handleImds } from "./imds.ts";
-import { handleToken, type Policy, type Repo } from "./ocir.ts";
+import { handleToken, type Policy, type Principal, type Repo } from "./ocir.ts";
 import {
   instanceCas,
   type InstanceIds,
@@ -30,7 +38,30 @@ import { connectProxy, Relay, relayListener } from "./proxy.ts";
 import { type Access, handleV2, RegistryTokens, toAccess } from "./registry.ts";
 import { aborted, httpDate, ociError, Rejection, sleep } from "./util.ts";
 
-export type { Access, Fault, InstanceIds, Policy, RegionInfo, Repo };
+export type {
+  Access,
+  Cluster,
+  ClusterOptions,
+  Fault,
+  InstanceIds,
+  Policy,
+  Principal,
+  RegionInfo,
+  Repo,
+  ServiceAccount,
+  Trust,
+};
+
+/** A per-workload grant: `Allow any-user to read repos … where request.principal.namespace = …`. */
+export interface WorkloadGrant {
+  /** Kubernetes namespace and service account of the principal. */
+  namespace: string;
+  serviceAccount: string;
+  /** Repository name under emu.namespace, e.g. "team-a/app". */
+  repository: string;
+  /** Which principal types the statement covers (default both). */
+  types?: ("workload" | "federated")[];
+}
 
 /** Start-up options; every one has a default. */
 export interface EmulatorOptions {
@@ -73,7 +104,7 @@ export interface EmulatorOptions {
 
 /** One line of the request log. */
 export interface RequestLogEntry {
-  service: "imds" | "auth" | "ocir" | "proxy";
+  service: "imds" | "auth" | "ocir" | "idcs" | "proxy";
   method: string;
   /** Host name (with port for IMDS; `host:port` asked of the proxy). */
   host: string;
@@ -99,6 +130,8 @@ export interface Counters {
   dockerTokens: number;
   /** Distribution access tokens issued by the realm. */
   registryTokens: number;
+  /** Session tokens issued to workloads (proxymux) and by the identity domain's exchange. */
+  workloadTokens: number;
 }
 
 /** Environment for a plugin process. */
@@ -157,6 +190,16 @@ export interface Emulator {
   mintRegistryToken(host: string, access: Access[] | string): Promise<string>;
   /** Reverse-proxies `https://<host>/v2/…` to a registry at `http://127.0.0.1:PORT` (null: stop). */
   setRegistryUpstream(host: string, url: string | null): void;
+  /** The identity domain's host (`https://<host>/oauth2/v1/token`). */
+  readonly identityDomainHost: string;
+  /** Starts (once) the emulated cluster: service-account issuer and proxymux. */
+  startCluster(opts?: ClusterOptions): Promise<Cluster>;
+  /** Grants a workload principal `read repos` on one repository (OCIR per-workload policy). */
+  grantWorkload(grant: WorkloadGrant): void;
+  /** Identity Propagation Trusts of the identity domain (none at first). */
+  readonly trusts: Trust[];
+  /** Whether the workers' dynamic group may exchange tokens at the identity domain (default true). */
+  allowTokenExchange: boolean;
   /** Stops every server and removes the temporary files. */
   close(): Promise<void>;
 }
@@ -177,6 +220,15 @@ export async function startEmulator(opts: EmulatorOptions = {}): Promise<Emulato
     realmKey: opts.realmKey,
   });
   const entries = [region, ...(opts.extraRegions ?? []).map(resolveRegion)].flatMap(regionHosts);
+  const idcsHex = Array.from(
+    crypto.getRandomValues(new Uint8Array(16)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  entries.push({
+    host: `idcs-${idcsHex}.identity.${region.realmDomain}`,
+    service: "idcs",
+    region,
+  });
   const hosts = new Map(entries.map((e) => [e.host, e]));
   const instance: InstanceIds = {
     tenancy: ocid("tenancy", region.realmKey),
@@ -217,15 +269,25 @@ interface Pki {
 class OciEmulator implements Emulator {
   readonly requests: RequestLogEntry[] = [];
   readonly connects: string[] = [];
-  readonly counters: Counters = { imds: 0, federations: 0, dockerTokens: 0, registryTokens: 0 };
+  readonly counters: Counters = {
+    imds: 0,
+    federations: 0,
+    dockerTokens: 0,
+    registryTokens: 0,
+    workloadTokens: 0,
+  };
   readonly sessionKeys: string[] = [];
+  readonly trusts: Trust[] = [];
+  allowTokenExchange = true;
+  #grants: WorkloadGrant[] = [];
+  #cluster?: Promise<Cluster>;
   readonly namespace = "emutenancy";
   readonly registryIssuer = "ocir-emulator-registry";
   readonly caFile: string;
   readonly registryTokenCaFile: string;
   env!: EmulatorEnv;
   #faults = new Faults();
-  #latency: Record<Service, number> = { imds: 0, auth: 0, ocir: 0 };
+  #latency: Record<Service, number> = { imds: 0, auth: 0, ocir: 0, idcs: 0 };
   #policy: Policy;
   #upstreams = new Map<string, string>();
   /** Realm domain of the auth host that issued each security token, by jti. */
@@ -249,8 +311,102 @@ class OciEmulator implements Emulator {
     this.registryTokenCaFile = `${dir}/registry-token-ca.pem`;
     this.#tokens = new RegistryTokens(pki.registryCa, this.registryIssuer);
     this.#policy = (who, repo, action) =>
-      who.tenancy === instance.tenancy && who.compartment === instance.compartment &&
+      who.type === "instance" && who.tenancy === instance.tenancy &&
+      who.compartment === instance.compartment &&
       repo.namespace === this.namespace && action === "pull";
+  }
+
+  /** The per-workload statements: read repos for one service account, in our tenancy. */
+  #workloadPolicy(who: Principal, repo: Repo, action: string): boolean {
+    if (who.type === "instance" || action !== "pull" || who.tenancy !== this.instance.tenancy) {
+      return false;
+    }
+    return this.#grants.some((g) =>
+      (g.types ?? ["workload", "federated"]).includes(who.type as "workload") &&
+      g.namespace === who.namespace && g.serviceAccount === who.serviceAccount &&
+      repo.namespace === this.namespace && repo.name === g.repository &&
+      (who.type !== "workload" || who.clusterId === this.#clusterId)
+    );
+  }
+
+  readonly #clusterId = ocid("cluster", "oc1", "iad");
+
+  get identityDomainHost(): string {
+    return [...this.hostMap.values()].find((e) => e.service === "idcs")!.host;
+  }
+
+  grantWorkload(grant: WorkloadGrant): void {
+    this.#grants.push(grant);
+  }
+
+  startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
+    this.#cluster ??= Cluster.start(this.dir, this.#clusterId, {
+      issue: (who, key, now) => this.#issueWorkload(who, key, now),
+    }, opts);
+    return this.#cluster;
+  }
+
+  /** Signs a session token as the auth service, registered in the home realm for OCIR. */
+  async #sessionToken(
+    claims: Record<string, unknown>,
+    subject: string,
+    sessionKey: CryptoKey,
+    now: number,
+    ttl: number,
+  ): Promise<string> {
+    const jti = crypto.randomUUID();
+    const iat = Math.floor(now / 1000);
+    const jwk = await exportJWK(sessionKey);
+    const token = await new SignJWT({
+      ...claims,
+      jwk: { kid: jti, kty: jwk.kty, n: jwk.n, e: jwk.e, alg: "RS256", use: "sig" },
+    })
+      .setProtectedHeader({ alg: "RS256", typ: "JWT" })
+      .setIssuer(TOKEN_ISSUER)
+      .setSubject(subject)
+      .setAudience("oci")
+      .setJti(jti)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + ttl)
+      .sign(this.pki.keys.auth.privateKey);
+    this.#tokenRealms.set(jti, this.region.realmDomain);
+    this.counters.workloadTokens++;
+    return token;
+  }
+
+  #issueWorkload(who: WorkloadClaims, sessionKey: CryptoKey, now: number): Promise<string> {
+    return this.#sessionToken(
+      {
+        ptype: "workload",
+        res_type: "workload",
+        res_tenant: this.instance.tenancy,
+        res_compartment: this.instance.compartment,
+        res_namespace: who.namespace,
+        res_service_account: who.serviceAccount,
+        res_cluster_id: who.clusterId,
+      },
+      `${who.namespace}/${who.serviceAccount}`,
+      sessionKey,
+      now,
+      this.opts.tokenTtl ?? 1200,
+    );
+  }
+
+  #issueFederated(subject: FederatedSubject, sessionKey: CryptoKey, now: number): Promise<string> {
+    const rpst = subject.tokenType === "rpst";
+    return this.#sessionToken(
+      {
+        ptype: rpst ? "resource" : "user",
+        ...(rpst ? { res_type: "k8sworkload" } : {}),
+        tenant: this.instance.tenancy,
+        ext_iss: subject.issuer,
+        ext_sub: subject.subject,
+      },
+      subject.subject,
+      sessionKey,
+      now,
+      rpst ? 12 * 3600 : 3600,
+    );
   }
 
   get hosts(): string[] {
@@ -334,6 +490,19 @@ class OciEmulator implements Emulator {
     const url = new URL(req.url);
     const entry = this.hostMap.get(url.hostname.toLowerCase());
     if (!entry) return Promise.resolve(ociError(421, `${url.hostname} is not served here`));
+    if (entry.service === "idcs") {
+      return this.#serve("idcs", req, info, async (now) => {
+        const { response } = await handleTokenExchange(req, now, {
+          authPublicKey: this.pki.keys.auth.publicKey,
+          trusts: () => this.trusts,
+          mayExchange: (who) =>
+            this.allowTokenExchange && who.tenancy === this.instance.tenancy &&
+            who.compartment === this.instance.compartment,
+          issue: (subject, key, at) => this.#issueFederated(subject, key, at),
+        });
+        return { response };
+      });
+    }
     if (entry.service === "auth") {
       return this.#serve("auth", req, info, async (now) => {
         const fed = await handleFederation(req, now, {
@@ -364,7 +533,8 @@ class OciEmulator implements Emulator {
         dockerTokenTtl: this.opts.dockerTokenTtl ?? 3600,
         omitExpiresIn: this.opts.omitExpiresIn,
         tokenRealm: (jti) => this.#tokenRealms.get(jti),
-        policy: (who, repo, action) => this.#policy(who, repo, action),
+        policy: (who, repo, action) =>
+          this.#policy(who, repo, action) || this.#workloadPolicy(who, repo, action),
         registry: this.#tokens,
       });
       if (result.kind === "docker") this.counters.dockerTokens++;
@@ -472,7 +642,7 @@ class OciEmulator implements Emulator {
   }
 
   latency(ms: { imds?: number; auth?: number; ocir?: number }): void {
-    this.#latency = { imds: ms.imds ?? 0, auth: ms.auth ?? 0, ocir: ms.ocir ?? 0 };
+    this.#latency = { imds: ms.imds ?? 0, auth: ms.auth ?? 0, ocir: ms.ocir ?? 0, idcs: 0 };
   }
 
   mintRegistryToken(host: string, access: Access[] | string): Promise<string> {
@@ -493,6 +663,7 @@ class OciEmulator implements Emulator {
     for (const l of this.#listeners) l.close();
     this.#relay.cutAll();
     await Promise.all(this.#servers.map((s) => s.shutdown()));
+    if (this.#cluster) await (await this.#cluster).close();
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }

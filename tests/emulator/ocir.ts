@@ -20,8 +20,58 @@ export interface Repo {
   name: string;
 }
 
+/**
+ * Who asks, as the emulated IAM sees it: an instance (instance principal), a workload (an OKE
+ * Workload Identity session token) or a federated service account (a UPST/RPST from an identity
+ * domain). Workloads and federated accounts carry their service account.
+ */
+export interface Principal extends InstanceIds {
+  type: "instance" | "workload" | "federated";
+  namespace?: string;
+  serviceAccount?: string;
+  clusterId?: string;
+  tokenType?: "upst" | "rpst";
+}
+
 /** The emulated IAM policy: may `who` do `action` ("pull", "push", …) on `repo`? */
-export type Policy = (who: InstanceIds, repo: Repo, action: string) => boolean;
+export type Policy = (who: Principal, repo: Repo, action: string) => boolean;
+
+/**
+ * The principal a session token speaks for, from the claims the emulator's issuers write (the
+ * plugin never reads them: session tokens are opaque to it).
+ */
+export function principalOf(claims: Record<string, unknown>): Principal {
+  const text = (v: unknown) => (typeof v === "string" ? v : "");
+  if (claims.ptype === "workload") {
+    return {
+      type: "workload",
+      tenancy: text(claims.res_tenant),
+      compartment: text(claims.res_compartment),
+      instanceId: "",
+      namespace: text(claims.res_namespace),
+      serviceAccount: text(claims.res_service_account),
+      clusterId: text(claims.res_cluster_id),
+    };
+  }
+  if (claims.ptype === "user" || claims.ptype === "resource") {
+    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(text(claims.ext_sub));
+    return {
+      type: "federated",
+      tenancy: text(claims.tenant),
+      compartment: "",
+      instanceId: "",
+      namespace: m?.[1] ?? "",
+      serviceAccount: m?.[2] ?? "",
+      tokenType: claims.ptype === "user" ? "upst" : "rpst",
+    };
+  }
+  return {
+    type: "instance",
+    tenancy: text(claims["opc-tenant"] ?? claims.tenant),
+    compartment: text(claims["opc-compartment"]),
+    instanceId: text(claims["opc-instance"] ?? claims.sub),
+  };
+}
 
 /** What the token endpoint needs. */
 export interface OcirState {
@@ -113,16 +163,12 @@ async function dockerToken(
     if (e instanceof SignatureError) throw reject(e.message);
     throw e;
   }
-  const who: InstanceIds = {
-    tenancy: String(claims["opc-tenant"] ?? claims.tenant),
-    compartment: String(claims["opc-compartment"]),
-    instanceId: String(claims["opc-instance"] ?? claims.sub),
-  };
+  const who = principalOf(claims);
   const iat = Math.floor(now / 1000);
   const token = await new SignJWT({ ...who, host })
     .setProtectedHeader({ alg: "RS256", typ: "JWT" })
     .setIssuer(DOCKER_TOKEN_ISSUER)
-    .setSubject(who.instanceId)
+    .setSubject(who.instanceId || `${who.namespace}/${who.serviceAccount}`)
     .setAudience(host)
     .setJti(crypto.randomUUID())
     .setIssuedAt(iat)
@@ -176,10 +222,16 @@ async function registryToken(
   if (service !== null && service !== host) {
     throw reject(`service ${service} is not this registry (${host})`);
   }
-  const who: InstanceIds = {
+  const text = (v: unknown) => (typeof v === "string" ? v : undefined);
+  const who: Principal = {
+    type: (text(claims.type) ?? "instance") as Principal["type"],
     tenancy: String(claims.tenancy),
     compartment: String(claims.compartment),
     instanceId: String(claims.instanceId),
+    namespace: text(claims.namespace),
+    serviceAccount: text(claims.serviceAccount),
+    clusterId: text(claims.clusterId),
+    tokenType: text(claims.tokenType) as Principal["tokenType"],
   };
   const granted: Access[] = [];
   const denied: string[] = [];
@@ -195,7 +247,8 @@ async function registryToken(
     if (refused.length > 0) denied.push(`${want.type}:${want.name}:${refused.join(",")}`);
   }
   const exp = Math.min(REGISTRY_TOKEN_TTL, Number(claims.exp) - Math.floor(now / 1000));
-  const token = await state.registry.mint(host, granted, who.instanceId, exp, now);
+  const subject = who.instanceId || `${who.namespace}/${who.serviceAccount}`;
+  const token = await state.registry.mint(host, granted, subject, exp, now);
   return {
     response: json(200, { token, access_token: token, expires_in: exp }),
     kind: "registry",
