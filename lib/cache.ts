@@ -114,7 +114,19 @@ async function openOwnFile(
   throw refused(`${path} was replaced while it was being opened`);
 }
 
-async function readJson(dir: string, name: string): Promise<Record<string, unknown> | undefined> {
+/**
+ * The JSON object of cache file `name` in `dir`, or undefined when it is absent, unreadable,
+ * corrupt, or not safely ours (a symbolic link, another user's, in an unsafe directory).
+ *
+ * @example
+ * ```ts
+ * const value = await readJson("/var/lib/oke-credential-provider", "session.json");
+ * ```
+ */
+export async function readJson(
+  dir: string,
+  name: string,
+): Promise<Record<string, unknown> | undefined> {
   try {
     const info = await lstatIfAny(dir);
     if (!info || unsafeDirectory(info)) return undefined;
@@ -303,7 +315,7 @@ async function removeMatching(dir: string, pattern: RegExp): Promise<void> {
  * ```
  */
 export async function clearTokens(dir: string): Promise<void> {
-  await removeMatching(dir, /^(docker-.*|session)\.json$/);
+  await removeMatching(dir, /^(docker-.*|workload-.*|session)\.json$/);
 }
 
 /**

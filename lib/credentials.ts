@@ -58,7 +58,7 @@ function cacheProblem(e: unknown): string {
 }
 
 /** Opens the cache, or explains on stderr why the plugin goes on without one. */
-async function usableCacheDir(settings: Settings): Promise<string | undefined> {
+export async function usableCacheDir(settings: Settings): Promise<string | undefined> {
   try {
     await prepareCacheDir(settings.cacheDir);
     return settings.cacheDir;
@@ -194,28 +194,48 @@ export async function obtainDockerToken(
   settings: Settings,
   reuse: "usable" | "fresh" = "usable",
 ): Promise<CachedDockerToken> {
-  const { deadline, log } = settings;
-  const dir = await usableCacheDir(settings);
-  if (!dir) return await coldPath(registry, undefined, settings);
+  const { log } = settings;
+  return await underCacheLock(await usableCacheDir(settings), settings, async (dir) => {
+    const cached = dir ? await readDockerToken(dir, registry.host) : undefined;
+    if (
+      cached && (reuse === "usable" || freshness(cached, Date.now() / 1000).state === "fresh")
+    ) {
+      log.debug("cache", "another invocation cached a token meanwhile", registry.host);
+      return cached;
+    }
+    return await coldPath(registry, dir, settings);
+  });
+}
+
+/**
+ * Runs `work` with the cache directory `dir` held under the cache lock, or with none when there
+ * is no usable cache or its lock cannot be taken (its path a directory or a symbolic link): that
+ * costs only the cache, never the answer; running out of time waiting for it is the deadline's.
+ * The node path and the per-workload path (lib/workload.ts) both obtain tokens this way.
+ *
+ * @example
+ * ```ts
+ * declare const settings: Settings;
+ * const dir = await usableCacheDir(settings);
+ * await underCacheLock(dir, settings, async (locked) => locked ?? "no cache");
+ * ```
+ */
+export async function underCacheLock<T>(
+  dir: string | undefined,
+  { deadline, log }: Pick<Settings, "deadline" | "log">,
+  work: (dir: string | undefined) => Promise<T>,
+): Promise<T> {
+  if (!dir) return await work(undefined);
   let locked = false;
   try {
-    return await withCacheLock(dir, deadline.signal, async () => {
+    return await withCacheLock(dir, deadline.signal, () => {
       locked = true;
-      const cached = await readDockerToken(dir, registry.host);
-      if (
-        cached && (reuse === "usable" || freshness(cached, Date.now() / 1000).state === "fresh")
-      ) {
-        log.debug("cache", "another invocation cached a token meanwhile", registry.host);
-        return cached;
-      }
-      return await coldPath(registry, dir, settings);
+      return work(dir);
     });
   } catch (e) {
     if (locked) throw e;
-    // A lock that cannot be taken (its path a directory or a symbolic link) costs only the
-    // cache, never the answer; running out of time waiting for it is the deadline's.
     if (deadline.signal.aborted) throw deadlineError("cache");
     log.warn("cache", `cannot lock ${dir} (${cacheProblem(e)}); answering without caching`);
-    return await coldPath(registry, undefined, settings);
+    return await work(undefined);
   }
 }

@@ -15,6 +15,7 @@ export type Step =
   | "IMDS"
   | "identity"
   | "federation"
+  | "workload identity"
   | "OCIR token"
   | "manifest check"
   | "status";

@@ -55,12 +55,16 @@ function retryAfterMs(value: string | null): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-/** The service's own words from an error body: OCI's `{code, message}` or a registry's `{errors}`. */
+/**
+ * The service's own words from an error body: OCI's `{code, message}`, a registry's `{errors}` or
+ * OAuth's `{error, error_description}` (an identity domain).
+ */
 function errorSummary(body: string): string {
   try {
     const json = JSON.parse(body);
     const e = Array.isArray(json?.errors) ? json.errors[0] : json;
-    const words = [e?.code, e?.message].filter((w) => typeof w === "string").join(": ");
+    const words = [e?.code ?? e?.error, e?.message ?? e?.error_description]
+      .filter((w) => typeof w === "string").join(": ");
     // Redacted before it is cut: a secret cut short may no longer look like one to redact().
     return words ? ` ${redact(words).slice(0, 200)}` : "";
   } catch {

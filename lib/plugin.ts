@@ -17,6 +17,7 @@ import { ocirHost, parseImage } from "./image.ts";
 import {
   type CredentialProviderRequest,
   formatResponse,
+  pullIdentity,
   readRequest,
   type RequestSource,
 } from "./kubelet.ts";
@@ -24,11 +25,16 @@ import { createLogger, type Logger } from "./log.ts";
 import { type Options, parseOptions, USAGE } from "./options.ts";
 import { failureOf, type OutcomeReport, recordOutcome } from "./status.ts";
 import { VERSION } from "./version.ts";
+import type { WorkloadFlags } from "./workload.ts";
 
-/** How {@linkcode provide} answers: the settings it uses, the log, the deadline. */
+/**
+ * How {@linkcode provide} answers: the settings it uses, the log, the deadline. The per-workload
+ * settings matter only for requests with a service-account token.
+ */
 export interface ProvideOptions
   extends
-    Pick<Options, "cacheDir" | "imdsBaseUrls" | "federationEndpoint" | "checkPull" | "record"> {
+    Pick<Options, "cacheDir" | "imdsBaseUrls" | "federationEndpoint" | "checkPull" | "record">,
+    Partial<WorkloadFlags & Pick<Options, "nodeIdentity">> {
   log: Logger;
   /** The invocation's deadline, asked for when a step needs it. */
   deadline: () => Deadline;
@@ -81,6 +87,30 @@ export async function provide(
       `${image.registry} is not an OCIR registry host: answering with no credentials`,
     );
     return formatResponse(request.apiVersion, null, 0);
+  }
+  const identity = pullIdentity(request, options.nodeIdentity ?? "allow");
+  if (identity === "none") {
+    log.info(
+      "request",
+      "the service account did not opt in to workload identity and --node-identity is deny: answering with no credentials",
+    );
+    return formatResponse(request.apiVersion, null, 0);
+  }
+  if (identity === "workload") {
+    // Loaded only here: the node path's imports and speed stay as they were.
+    options.onStep?.("workload identity");
+    const d = options.deadline();
+    const { workloadDockerToken } = await import("./workload.ts");
+    const answer = await workloadDockerToken(request.serviceAccountToken!, registry, {
+      options,
+      deadline: d,
+      log,
+    });
+    return formatResponse(
+      request.apiVersion,
+      { host: image.registry, password: answer.token },
+      answer.seconds,
+    );
   }
   options.onStep?.("cache");
   const record = async (report: OutcomeReport) => {

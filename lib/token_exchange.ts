@@ -1,0 +1,97 @@
+/**
+ * Backend `federation`: IAM Workload Identity Federation (WORKLOAD-IDENTITY.md §4). The node,
+ * authenticated by its own instance-principal signature (no client secret on the node), trades
+ * the pod's service-account token at an identity domain for a UPST or RPST bound to a fresh
+ * session key.
+ *
+ * @module
+ */
+
+import { PluginError } from "./errors.ts";
+import { generateSessionKey } from "./federation.ts";
+import type { Deadline } from "./deadline.ts";
+import { call, readJson } from "./http.ts";
+import type { Logger } from "./log.ts";
+import type { WorkloadSession } from "./proxymux.ts";
+import { headersToSign, signRequest } from "./signer.ts";
+
+/** What the exchange needs. */
+export interface TokenExchangeOptions {
+  /** The identity domain's base URL; `/oauth2/v1/token` is appended. */
+  identityDomainUrl: string;
+  tokenType: "upst" | "rpst";
+  /** The node's instance-principal session, which signs the request. */
+  node: WorkloadSession;
+  deadline: Deadline;
+  log: Logger;
+}
+
+/**
+ * The token endpoint of an identity domain.
+ *
+ * @example
+ * ```ts
+ * tokenEndpoint("https://idcs-1.identity.oraclecloud.com/").href;
+ * // "https://idcs-1.identity.oraclecloud.com/oauth2/v1/token"
+ * ```
+ */
+export function tokenEndpoint(base: string): URL {
+  return new URL(`${base.replace(/\/+$/, "")}/oauth2/v1/token`);
+}
+
+/**
+ * Exchanges a service-account token for an OCI session token at the identity domain.
+ *
+ * @example
+ * ```ts
+ * const session = await exchangeAtIdentityDomain(saToken, { identityDomainUrl, tokenType: "upst", node, deadline: d, log });
+ * ```
+ */
+export async function exchangeAtIdentityDomain(
+  serviceAccountToken: string,
+  options: TokenExchangeOptions,
+): Promise<WorkloadSession> {
+  const url = tokenEndpoint(options.identityDomainUrl);
+  const keys = await generateSessionKey();
+  const spki = new Uint8Array(await crypto.subtle.exportKey("spki", keys.publicKey));
+  const form = new URLSearchParams({
+    grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+    requested_token_type: `urn:oci:token-type:oci-${options.tokenType}`,
+    subject_token: serviceAccountToken,
+    subject_token_type: "jwt",
+    public_key: spki.toBase64(),
+    ...(options.tokenType === "rpst" ? { res_type: "k8sworkload" } : {}),
+  });
+  const body = new TextEncoder().encode(form.toString());
+  const response = await call(url, async () => {
+    const request = {
+      method: "POST",
+      url,
+      headers: new Headers({ "content-type": "application/x-www-form-urlencoded" }),
+      body,
+    };
+    await signRequest(request, {
+      keyId: `ST$${options.node.token}`,
+      key: options.node.privateKey,
+    }, headersToSign("POST"));
+    return { method: "POST", headers: request.headers, body };
+  }, {
+    step: "workload identity",
+    deadline: options.deadline,
+    log: options.log,
+    retryOn: [429, 500, 502, 503, 504],
+    hint: (status) =>
+      status === 400
+        ? "the identity domain refused the service-account token: is there an Identity Propagation Trust for this cluster's issuer (with its JWKS), and is the token's audience one it accepts?"
+        : status === 401
+        ? "the identity domain did not accept the node's signature: a policy must let the workers' dynamic group exchange tokens in this domain"
+        : undefined,
+  });
+  const { token } = await readJson(response, "workload identity");
+  if (typeof token !== "string" || token === "") {
+    throw new PluginError("workload identity", "BAD_RESPONSE", "the answer has no token", {
+      host: url.host,
+    });
+  }
+  return { token, privateKey: keys.privateKey };
+}
