@@ -23,7 +23,12 @@ function imdsBaseUrls(override: string | undefined): readonly string[] {
   return override ? [override] : DEFAULT_IMDS_BASES;
 }
 
-/** Every environment variable the plugin reads (a refresh process is given the same). */
+/**
+ * Every environment variable the plugin reads (a refresh process is given the same). The proxy
+ * variables are read by the plugin only for proxymux (per-workload identity, lib/cluster_tls.ts),
+ * which must trust the cluster CA alone, which `fetch` cannot do: that connection applies them
+ * itself. Everywhere else the Deno runtime applies them.
+ */
 export const ENV_VARIABLES = [
   "OKE_CREDENTIAL_PROVIDER_CACHE_DIR",
   "OKE_CREDENTIAL_PROVIDER_CHECK_PULL",
@@ -35,6 +40,10 @@ export const ENV_VARIABLES = [
   "OKE_CREDENTIAL_PROVIDER_CLUSTER_CA",
   "OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL",
   "OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE",
+  "HTTPS_PROXY",
+  "https_proxy",
+  "NO_PROXY",
+  "no_proxy",
   "OCI_METADATA_BASE_URL",
   "OCI_SDK_AUTH_CLIENT_REGION_URL",
 ] as const;

@@ -25,9 +25,8 @@ import { ENV_VARIABLES } from "../lib/options.ts";
 /**
  * Every environment variable the plugin reads, and nothing else: reading one that is not listed
  * fails in the compiled binary. tests/build_test.ts checks this covers the names read in lib/ and
- * mod.ts. Proxy variables (HTTPS_PROXY, NO_PROXY, …) and DENO_CERT are absent on purpose: Deno's
- * runtime applies them itself without any permission, and leaving them out keeps a proxy
- * password out of reach of the code and its dependencies. The list is `ENV_VARIABLES` of
+ * mod.ts. DENO_CERT is absent on purpose, and the proxy variables are there only for proxymux
+ * (lib/options.ts says why): Deno's runtime applies them itself without any permission. The list is `ENV_VARIABLES` of
  * lib/options.ts, beside the code that reads them (a refresh process is given the same); add one
  * there only if the plugin's own code starts reading it (e.g. to report it in `doctor`).
  */
@@ -55,9 +54,17 @@ export const METRICS_PATHS = [
 ] as const;
 
 /**
- * Deno permissions for a plugin that may read and write `paths`; the release binaries bake in
- * {@linkcode PERMISSION_FLAGS}, this set for the default cache directory, and the tests substitute
- * their own cache root (tests/support/plugin_process.ts). Every test that starts the plugin runs
+ * Read-only besides the writable paths: the cluster CA at its default path (lib/options.ts
+ * DEFAULT_CLUSTER_CA), the only trust for proxymux under per-workload identity. Just that file,
+ * not /etc/kubernetes, which holds kubelet's own credentials.
+ */
+export const READ_ONLY_PATHS = ["/etc/kubernetes/ca.crt"] as const;
+
+/**
+ * Deno permissions for a plugin that may read and write `paths` and read `readOnly`; the release
+ * binaries bake in {@linkcode PERMISSION_FLAGS}, this set for the default cache directory and the
+ * default cluster CA, and the tests substitute their own cache root
+ * (tests/support/plugin_process.ts). Every test that starts the plugin runs
  * with exactly these, so a permission a feature lacks fails there first. Adding one is one line
  * below, in its narrowest form, with its reason beside it. A flag naming a path the tests must
  * swap as they swap the cache path (`--allow-run` of the binary's own path, for a detached
@@ -79,11 +86,12 @@ export const METRICS_PATHS = [
 export function permissionFlags(
   paths: readonly string[] = ALLOWED_PATHS,
   self: string = INSTALL_PATH,
+  readOnly: readonly string[] = READ_ONLY_PATHS,
 ): string[] {
   return [
     "--allow-net",
     `--allow-env=${ALLOWED_ENV.join(",")}`,
-    `--allow-read=${paths.join(",")}`, // the cache, and nothing else
+    `--allow-read=${[...paths, ...readOnly].join(",")}`, // the cache; the cluster CA, read-only
     // ... and node_exporter's textfile directories, for `status --prometheus FILE`
     `--allow-write=${[...paths, ...METRICS_PATHS].join(",")}`,
     // the uid: the cache must belong to the process's own user; the uptime: `status` counts

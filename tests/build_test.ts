@@ -17,6 +17,7 @@ import {
   INSTALL_PATH,
   METRICS_PATHS,
   permissionFlags,
+  READ_ONLY_PATHS,
   RELEASE_ASSETS,
   runtimeFor,
   runtimeProblem,
@@ -187,7 +188,7 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
       const text = new TextDecoder("latin1").decode(binary);
       const baked = JSON.parse(/"permissions":(\{[^{}]*\})/.exec(text)![1]);
       assert.deepEqual(baked.allow_env, [...ALLOWED_ENV]);
-      assert.deepEqual(baked.allow_read, [...ALLOWED_PATHS]);
+      assert.deepEqual(baked.allow_read, [...ALLOWED_PATHS, ...READ_ONLY_PATHS]);
       assert.deepEqual(baked.allow_write, [...ALLOWED_PATHS, ...METRICS_PATHS]);
       assert.deepEqual(baked.allow_net, [], "all hosts");
       // The uid, to check the cache's owner; the uptime, for status's counts since boot.
