@@ -16,9 +16,79 @@ import {
 const CONFIG_PATH = new URL("../config/credential-provider-config.yaml", import.meta.url);
 const PROVIDER_NAME = "oke-credential-provider";
 
-function loadConfig(): Record<string, unknown> {
+const WORKLOAD_CONFIG_PATH = new URL(
+  "../config/credential-provider-config-workload.yaml",
+  import.meta.url,
+);
+
+function loadConfig(path: URL = CONFIG_PATH): Record<string, unknown> {
   // YAML 1.1 because kubelet's YAML reader (go-yaml v2) is 1.1: `on`/`yes` would be booleans.
-  return parse(Deno.readTextFileSync(CONFIG_PATH), { version: "1.1", uniqueKeys: true });
+  return parse(Deno.readTextFileSync(path), { version: "1.1", uniqueKeys: true });
+}
+
+// A Kubernetes qualified name (an annotation key): optional DNS-1123 subdomain prefix + "/" +
+// name of up to 63 alphanumerics, '-', '_', '.', starting and ending alphanumeric.
+const QUALIFIED_NAME =
+  /^(([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
+/** Kubelet's rules for `tokenAttributes` (KEP-4412; WORKLOAD-IDENTITY.md §1). */
+function validateTokenAttributes(p: Record<string, unknown>, at: string): string[] {
+  const errors: string[] = [];
+  const t = p.tokenAttributes as Record<string, unknown>;
+  if (typeof t !== "object" || t === null || Array.isArray(t)) {
+    return [`${at}.tokenAttributes: must be an object`];
+  }
+  for (const key of Object.keys(t)) {
+    if (
+      ![
+        "serviceAccountTokenAudience",
+        "cacheType",
+        "requireServiceAccount",
+        "requiredServiceAccountAnnotationKeys",
+        "optionalServiceAccountAnnotationKeys",
+      ].includes(key)
+    ) errors.push(`${at}.tokenAttributes: unknown field "${key}"`);
+  }
+  if (p.apiVersion !== "credentialprovider.kubelet.k8s.io/v1") {
+    errors.push(`${at}.tokenAttributes: only supported for credentialprovider.kubelet.k8s.io/v1`);
+  }
+  if (typeof t.serviceAccountTokenAudience !== "string" || t.serviceAccountTokenAudience === "") {
+    errors.push(`${at}.tokenAttributes.serviceAccountTokenAudience: required`);
+  }
+  if (t.cacheType !== "Token" && t.cacheType !== "ServiceAccount") {
+    errors.push(`${at}.tokenAttributes.cacheType: must be Token or ServiceAccount`);
+  }
+  if (typeof t.requireServiceAccount !== "boolean") {
+    errors.push(`${at}.tokenAttributes.requireServiceAccount: required (true or false)`);
+  }
+  const keys = (name: string) => {
+    const list = t[name];
+    if (list === undefined) return [];
+    if (!Array.isArray(list) || !list.every((k) => typeof k === "string")) {
+      errors.push(`${at}.tokenAttributes.${name}: must be a list of strings`);
+      return [];
+    }
+    const seen = new Set<string>();
+    for (const k of list) {
+      if (!QUALIFIED_NAME.test(k)) errors.push(`${at}.tokenAttributes.${name}: "${k}" invalid`);
+      if (seen.has(k)) errors.push(`${at}.tokenAttributes.${name}: duplicate "${k}"`);
+      seen.add(k);
+    }
+    return list as string[];
+  };
+  const required = keys("requiredServiceAccountAnnotationKeys");
+  const optional = keys("optionalServiceAccountAnnotationKeys");
+  if (required.length > 0 && t.requireServiceAccount !== true) {
+    errors.push(
+      `${at}.tokenAttributes.requiredServiceAccountAnnotationKeys: only with requireServiceAccount: true`,
+    );
+  }
+  for (const k of required) {
+    if (optional.includes(k)) {
+      errors.push(`${at}.tokenAttributes: "${k}" both required and optional`);
+    }
+  }
+  return errors;
 }
 
 /** Go's `time.ParseDuration`, in nanoseconds; throws where Go returns an error. */
@@ -133,6 +203,7 @@ export function validateConfig(doc: Record<string, unknown>): string[] {
     ) {
       errors.push(`${at}.args: must be a list of strings`);
     }
+    if (p.tokenAttributes !== undefined) errors.push(...validateTokenAttributes(p, at));
     if (p.env !== undefined) {
       const ok = Array.isArray(p.env) &&
         p.env.every((e) =>
@@ -306,4 +377,96 @@ Deno.test("iam: Terraform and the documented oci commands grant the same thing",
   );
   assert.match(notes, /Allow dynamic-group oke-credential-provider-nodes to read repos in tenancy/);
   assert.match(tf, /default += "oke-credential-provider-nodes"/);
+});
+
+Deno.test("workload config: kubelet >= 1.34 decodes and validates it; the default has no tokenAttributes", () => {
+  const doc = loadConfig(WORKLOAD_CONFIG_PATH);
+  assert.deepEqual(validateConfig(doc), []);
+  const [provider] = doc.providers as Record<string, unknown>[];
+  assert.equal(provider.name, PROVIDER_NAME);
+  assert.deepEqual(provider.tokenAttributes, {
+    serviceAccountTokenAudience: "https://kubernetes.default.svc.cluster.local",
+    cacheType: "ServiceAccount",
+    requireServiceAccount: false,
+    optionalServiceAccountAnnotationKeys: ["oke-credential-provider.io/pull-identity"],
+  });
+  assert.deepEqual(provider.matchImages, ourProvider().matchImages, "same registries");
+  assert.equal(provider.args, undefined, "settings through env: the no-token path stays as fast");
+  const env = Object.fromEntries(
+    (provider.env as { name: string; value: string }[]).map((e) => [e.name, e.value]),
+  );
+  assert.equal(env.OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY, "oke");
+  // The default config stays valid for kubelet 1.26+: no field a kubelet before 1.34 rejects.
+  for (const p of loadConfig().providers as Record<string, unknown>[]) {
+    assert.equal(p.tokenAttributes, undefined);
+  }
+  // The RBAC manifest grants exactly the configured audience to the nodes.
+  const rbac = Deno.readTextFileSync(
+    new URL("../config/rbac-workload-identity.yaml", import.meta.url),
+  )
+    .split(/^---$/m).map((d) => parse(d));
+  assert.deepEqual(rbac[0].rules, [{
+    apiGroups: [""],
+    resources: [
+      (provider.tokenAttributes as { serviceAccountTokenAudience: string })
+        .serviceAccountTokenAudience,
+    ],
+    verbs: ["request-serviceaccounts-token-audience"],
+  }]);
+  assert.deepEqual(rbac[1].subjects, [{
+    apiGroup: "rbac.authorization.k8s.io",
+    kind: "Group",
+    name: "system:nodes",
+  }]);
+  assert.equal(rbac[1].roleRef.name, rbac[0].metadata.name);
+});
+
+Deno.test("validation: tokenAttributes as kubelet checks them", () => {
+  const good = () => ({
+    apiVersion: "kubelet.config.k8s.io/v1",
+    kind: "CredentialProviderConfig",
+    providers: [{
+      name: "p",
+      apiVersion: "credentialprovider.kubelet.k8s.io/v1",
+      matchImages: ["*.ocir.io"],
+      defaultCacheDuration: "1m",
+      tokenAttributes: {
+        serviceAccountTokenAudience: "a",
+        cacheType: "ServiceAccount",
+        requireServiceAccount: false,
+        optionalServiceAccountAnnotationKeys: ["oke-credential-provider.io/pull-identity"],
+      } as Record<string, unknown>,
+    }],
+  });
+  assert.deepEqual(validateConfig(good()), []);
+  const broken: [string, (t: Record<string, unknown>, c: ReturnType<typeof good>) => void][] = [
+    ["no audience", (t) => delete t.serviceAccountTokenAudience],
+    ["empty audience", (t) => t.serviceAccountTokenAudience = ""],
+    ["no cacheType", (t) => delete t.cacheType],
+    ["bad cacheType", (t) => t.cacheType = "Registry"],
+    ["no requireServiceAccount", (t) => delete t.requireServiceAccount],
+    ["string requireServiceAccount", (t) => t.requireServiceAccount = "false"],
+    [
+      "required keys without requireServiceAccount",
+      (t) => t.requiredServiceAccountAnnotationKeys = ["a.io/b"],
+    ],
+    ["bad annotation key", (t) => t.optionalServiceAccountAnnotationKeys = ["a b"]],
+    ["duplicate key", (t) => t.optionalServiceAccountAnnotationKeys = ["a", "a"]],
+    ["unknown field", (t) => t.audience = "x"],
+    [
+      "v1beta1 plugin",
+      (_, c) => c.providers[0].apiVersion = "credentialprovider.kubelet.k8s.io/v1beta1",
+    ],
+  ];
+  for (const [what, breakIt] of broken) {
+    const c = good();
+    breakIt(c.providers[0].tokenAttributes, c);
+    assert.notDeepEqual(validateConfig(c), [], what);
+  }
+  const both = good();
+  Object.assign(both.providers[0].tokenAttributes, {
+    requireServiceAccount: true,
+    requiredServiceAccountAnnotationKeys: ["oke-credential-provider.io/pull-identity"],
+  });
+  assert.notDeepEqual(validateConfig(both), [], "a key both required and optional");
 });
