@@ -184,7 +184,9 @@ emulatorTest(
           "fra.ocir.io",
           "eu-frankfurt-1.ocir.io",
           "ocir.eu-frankfurt-1.oci.oraclecloud.com",
+          fra.identityDomainHost,
         ]);
+        assert.match(fra.identityDomainHost, /^idcs-[0-9a-f]{32}\.identity\.oraclecloud\.com$/);
       } finally {
         await phx.close();
         await fra.close();
@@ -210,6 +212,7 @@ emulatorTest(
         assert.deepEqual(drx.hosts, [
           "auth.eu-dedicated-1.oraclecloud99.com",
           "ocir.eu-dedicated-1.oci.oraclecloud99.com",
+          drx.identityDomainHost,
         ]);
         assert.equal(drx.registryHost, "ocir.eu-dedicated-1.oci.oraclecloud99.com");
         assert.match(drx.instance.tenancy, /^ocid1\.tenancy\.oc99\.\./);

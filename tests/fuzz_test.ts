@@ -60,7 +60,15 @@ Deno.test("fuzz: parseRequest gives a request or a request-step error, for any t
         const value = JSON.parse(text);
         assert.ok(API_VERSIONS.includes(value.apiVersion));
         assert.equal(value.kind, "CredentialProviderRequest");
-        assert.deepEqual(result, { apiVersion: value.apiVersion, image: value.image });
+        const { serviceAccountToken: token, serviceAccountAnnotations: annotations } = value;
+        assert.deepEqual(result, {
+          apiVersion: value.apiVersion,
+          image: value.image,
+          ...(typeof token === "string" && token !== "" ? { serviceAccountToken: token } : {}),
+          ...(annotations !== undefined && annotations !== null
+            ? { serviceAccountAnnotations: annotations }
+            : {}),
+        });
         assert.ok(typeof result.image === "string" && result.image !== "");
       },
     ),
