@@ -1,9 +1,12 @@
 /**
- * `oke-credential-provider doctor [--image REF]`: first what happened, the calls recorded on the
- * node (as `status` prints them); then every step of the plugin, run on the node now, one line per
- * check with ✓ or ✗ and its time; for each ✗, the likely cause and the fix. No cached token is
- * used and nothing is written: this is a fresh look. Last, what the background refresh recorded
- * for each host (lib/refresh.ts). Exit status 0 only if all checks pass.
+ * `oke-credential-provider doctor [--image REF] [--service-account-token FILE]`: first what
+ * happened, the calls recorded on the node (as `status` prints them); then every step of the
+ * plugin, run on the node now, one line per check with ✓ or ✗ and its time; for each ✗, the likely
+ * cause and the fix. With a service-account token, the registry steps are the per-workload ones:
+ * the exchange (`--workload-identity`) and the docker token with the workload's own identity (the
+ * token is never printed). No cached token is used and nothing is written: this is a fresh look.
+ * Last, what the background refresh recorded for each host (lib/refresh.ts). Exit status 0 only
+ * if all checks pass.
  *
  * @module
  */
@@ -23,6 +26,9 @@ import { checkPull } from "./pull_check.ts";
 import { canRunItself } from "./refresh.ts";
 import { readStatus } from "./status_record.ts";
 import { statusReport, statusText } from "./status_report.ts";
+import { proxymuxSession, type WorkloadSession } from "./proxymux.ts";
+import { exchangeAtIdentityDomain } from "./token_exchange.ts";
+import { serviceAccountOf } from "./workload.ts";
 import type { IssuedToken } from "./token.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
@@ -223,14 +229,22 @@ export async function doctor(
   });
 
   const host = image ? ocirHost(image.registry)!.host : identity && homeRegistry(identity);
+  // With a service-account token, the registry is asked with the workload's identity instead.
+  let signer = token && sessionKey && { token: token.token, privateKey: sessionKey.privateKey };
+  let policy = () => policyHint(identity?.compartment);
+  if (options.serviceAccountTokenFile !== undefined) {
+    const workload = await workloadChecks(options, report, signer, { deadline: d, log });
+    signer = workload?.session;
+    policy = () => workload?.policy ?? "";
+  }
   const docker = await report.check(
     "OCIR token",
     async () => {
       // The image's host was only checked to be OCIR-shaped: its realm is judged now.
       trustedRegistry(host!, identity!.region.realmDomain, "OCIR token");
       const value = await fetchDockerToken(host!, {
-        securityToken: token!.token,
-        sessionKey: sessionKey!.privateKey,
+        securityToken: signer!.token,
+        sessionKey: signer!.privateKey,
         deadline: d,
         log,
       });
@@ -243,7 +257,7 @@ export async function doctor(
     },
     (e) =>
       e instanceof PluginError && (e.status === 401 || e.status === 403)
-        ? policyHint(identity?.compartment)
+        ? policy()
         : e instanceof PluginError && e.code === "REFUSED"
         ? "give an image on an OCIR host of a known OCI realm or of this node's own realm"
         : "check the network path to the registry host (proxy, DNS, firewall)",
@@ -265,9 +279,7 @@ export async function doctor(
       },
       (e) =>
         e instanceof PluginError && e.code === "REFUSED" && e.step === "manifest check"
-          ? `${
-            policyHint(identity?.compartment)
-          }; a new policy needs a new token: kubelet asks again when its cache expires`
+          ? `policy missing: ${policy()}; a new policy needs a new token: kubelet asks again when its cache expires`
           : "check the network path to the registry host (proxy, DNS, firewall)",
     );
   }
@@ -313,4 +325,95 @@ async function backgroundRefreshes(dir: string, print: (line: string) => void): 
       `- refresh        no background refresh recorded in ${dir}; \`oke-credential-provider warm\` caches tokens ahead of kubelet`,
     );
   }
+}
+
+/**
+ * `--service-account-token FILE`: the token's service account, then the configured exchange,
+ * each failure explained (audience refused, not an enhanced cluster, trust missing, exchange
+ * policy missing). Returns the workload's session and the policy it needs.
+ */
+async function workloadChecks(
+  options: Options,
+  report: Report,
+  node: WorkloadSession | undefined,
+  context: { deadline: Deadline; log: Logger },
+): Promise<{ session?: WorkloadSession; policy: string } | undefined> {
+  const file = options.serviceAccountTokenFile!;
+  let saToken = "";
+  const sa = await report.check(
+    "service acct",
+    async () => {
+      saToken = (await Deno.readTextFile(file)).trim();
+      const value = serviceAccountOf(saToken);
+      return {
+        value,
+        detail: `${value.namespace}/${value.name} (uid ${value.uid}), token valid until ${
+          new Date(value.expiresAt * 1000).toISOString()
+        }`,
+      };
+    },
+    (e) =>
+      e instanceof PluginError
+        ? "give a current token of the pod's service account, e.g. kubectl create token <sa> -n <ns> --audience <the kubelet config's serviceAccountTokenAudience> > FILE"
+        : `cannot read ${file}`,
+  );
+  if (!sa) return undefined;
+  const policy = options.workloadIdentity === "oke"
+    ? `Allow any-user to read repos in compartment <c> where all {request.principal.type = 'workload', request.principal.namespace = '${sa.namespace}', request.principal.service_account = '${sa.name}', request.principal.cluster_id = '<cluster ocid>'}`
+    : `a read repos statement for the federated principal of ${sa.namespace}/${sa.name} (README "Per-workload identity")`;
+  const session = await report.check<WorkloadSession>("exchange", async () => {
+    if (options.workloadIdentity === "oke") {
+      if (!options.proxymuxUrl) throw new Error("--proxymux-url is not set");
+      const url = new URL(options.proxymuxUrl);
+      const value = await proxymuxSession(saToken, {
+        url,
+        clusterCa: options.clusterCa,
+        ...context,
+      });
+      return { value, detail: `proxymux ${url.host} issued a workload session token` };
+    }
+    if (options.workloadIdentity === "federation") {
+      if (!options.identityDomainUrl) throw new Error("--identity-domain-url is not set");
+      const value = await exchangeAtIdentityDomain(saToken, {
+        identityDomainUrl: options.identityDomainUrl,
+        tokenType: options.federationTokenType,
+        node: node!,
+        ...context,
+      });
+      return {
+        value,
+        detail: `${
+          new URL(options.identityDomainUrl).host
+        } issued a ${options.federationTokenType.toUpperCase()}`,
+      };
+    }
+    throw new Error("--workload-identity is not set");
+  }, (e) => exchangeFix(e, options));
+  return { session, policy };
+}
+
+/** Why an exchange failed, in the operator's terms. */
+function exchangeFix(e: unknown, options: Options): string {
+  if (!(e instanceof PluginError)) {
+    return "set --workload-identity oke (with --proxymux-url) or federation (with --identity-domain-url)";
+  }
+  if (options.workloadIdentity === "oke") {
+    if (e.status === 401) {
+      return "audience refused: proxymux did not accept this token; request it for the API server's own audience (tokenAttributes.serviceAccountTokenAudience; which audiences proxymux accepts is unverified)";
+    }
+    if (e.status === 403) {
+      return "not an enhanced cluster: OKE Workload Identity needs an enhanced cluster; use --workload-identity federation";
+    }
+    return e.hint ??
+      "check --proxymux-url, --cluster-ca and that port 12250 of the API endpoint is reachable";
+  }
+  if (e.status === 400) {
+    return /trust/i.test(e.reason)
+      ? "trust missing: create an Identity Propagation Trust in the domain for this cluster's issuer, with its JWKS"
+      : `the identity domain refused the token (${e.reason}): check the trust's issuer, keys and audience`;
+  }
+  if (e.status === 401) {
+    return "policy missing: allow the workers' dynamic group to exchange tokens in this identity domain";
+  }
+  return e.hint ?? "check --identity-domain-url and the network path to the identity domain";
 }

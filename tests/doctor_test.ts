@@ -147,3 +147,113 @@ test("doctor shows the background refresh's record: a failure with its reason, o
     /^! refresh +iad\.ocir\.io: 3 background refresh\(es\) failed, .*\(OCIR token iad\.ocir\.io: HTTP 503\); next try from /,
   );
 });
+
+// --service-account-token: the per-workload exchange and docker token, each failure explained.
+const workloadDir = await Deno.makeTempDir({ prefix: "okecp-doctor-wi-" });
+addEventListener("unload", () => Deno.removeSync(workloadDir, { recursive: true }));
+const A = { namespace: "team-a", name: "puller", uid: crypto.randomUUID() };
+const tokenFile = async (opts = {}, sa = A) => {
+  const cluster = await emu.startCluster();
+  const file = `${workloadDir}/${crypto.randomUUID()}`;
+  await Deno.writeTextFile(file, await cluster.mintServiceAccountToken(sa, opts));
+  return file;
+};
+const oke = async () => {
+  const cluster = await emu.startCluster();
+  return [
+    "--workload-identity",
+    "oke",
+    "--proxymux-url",
+    cluster.proxymuxUrl,
+    "--cluster-ca",
+    cluster.caFile,
+  ];
+};
+const federation = [
+  "--workload-identity",
+  "federation",
+  "--identity-domain-url",
+  `https://${emu.identityDomainHost}`,
+];
+const fixAfter = (lines: string[], check: string) => {
+  const at = lines.findIndex((l) => l.startsWith(`✗ ${check}`));
+  assert.ok(at >= 0, lines.join("\n"));
+  return lines[at + 1];
+};
+
+test("doctor --service-account-token: oke exchange, the workload's docker token, its pull", async () => {
+  emu.grantWorkload({ namespace: "team-a", serviceAccount: "puller", repository: "team-a/app" });
+  const file = await tokenFile();
+  const run = await doctor([
+    "--service-account-token",
+    file,
+    ...await oke(),
+    "--image",
+    `iad.ocir.io/${emu.namespace}/team-a/app:1`,
+  ]);
+  const checks = marks(run.lines).filter((m) => !m.endsWith(" refresh"));
+  assert.deepEqual(checks.slice(-4), [
+    "✓ service acct",
+    "✓ exchange",
+    "✓ OCIR token",
+    "✓ manifest",
+  ], run.stdout);
+  assert.equal(run.code, 0, run.stdout);
+  assert.match(run.stdout, /team-a\/app:1 is readable/);
+  assert.match(run.stdout, /✓ service acct +team-a\/puller \(uid [0-9a-f-]+\), token valid until/);
+  assert.match(run.stdout, /proxymux 127\.0\.0\.1:\d+ issued a workload session token/);
+  assert.ok(!run.stdout.includes(await Deno.readTextFile(file)), "the token is never printed");
+});
+
+test("doctor --service-account-token explains: audience refused, not enhanced, trust and policy missing", async () => {
+  const cluster = await emu.startCluster();
+  const audience = await doctor([
+    "--service-account-token",
+    await tokenFile({ audience: "x" }),
+    ...await oke(),
+  ]);
+  assert.equal(audience.code, 1);
+  assert.match(fixAfter(audience.lines, "exchange"), /fix: audience refused/);
+
+  cluster.enhanced = false;
+  try {
+    const off = await doctor(["--service-account-token", await tokenFile(), ...await oke()]);
+    assert.match(fixAfter(off.lines, "exchange"), /fix: not an enhanced cluster/);
+  } finally {
+    cluster.enhanced = true;
+  }
+
+  const noTrust = await doctor(["--service-account-token", await tokenFile(), ...federation]);
+  assert.match(
+    fixAfter(noTrust.lines, "exchange"),
+    /fix: trust missing: create an Identity Propagation Trust/,
+  );
+
+  emu.trusts.push({ issuer: cluster.issuer, jwks: cluster.jwks });
+  emu.allowTokenExchange = false;
+  try {
+    const denied = await doctor(["--service-account-token", await tokenFile(), ...federation]);
+    assert.match(
+      fixAfter(denied.lines, "exchange"),
+      /fix: policy missing: allow the workers' dynamic group/,
+    );
+  } finally {
+    emu.allowTokenExchange = true;
+  }
+  const ok = await doctor(["--service-account-token", await tokenFile(), ...federation]);
+  assert.equal(ok.code, 0, ok.stdout);
+
+  // A service account with no read-repos statement: the pull check says which policy is missing.
+  const other = { namespace: "team-z", name: "nobody", uid: crypto.randomUUID() };
+  const denied = await doctor([
+    "--service-account-token",
+    await tokenFile({}, other),
+    ...await oke(),
+    "--image",
+    `iad.ocir.io/${emu.namespace}/team-a/app:1`,
+  ]);
+  assert.match(
+    fixAfter(denied.lines, "manifest"),
+    /fix: policy missing: Allow any-user to read repos .*request\.principal\.namespace = 'team-z', request\.principal\.service_account = 'nobody'/,
+  );
+});
