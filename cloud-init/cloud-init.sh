@@ -30,6 +30,15 @@
 #   OKE_CP_EXTRA_KUBELET_ARGS  more kubelet flags to pass along in the same argument
 #   OKE_CP_WARM         "false" not to warm the token cache at boot
 #   OKE_CP_WARM_TIMEOUT seconds the background warm-up may take (default 60)
+#   OKE_CP_WORKLOAD_IDENTITY   "oke" or "federation": install the per-workload config
+#                       (credential-provider-config-workload.yaml; kubelet >= 1.34 ONLY, an older
+#                       kubelet rejects it) in place of the default one, with:
+#     OKE_CP_PROXYMUX_URL       oke: https://<API server private endpoint>:12250/resourcePrincipalSessionTokens
+#     OKE_CP_CLUSTER_CA         oke: the cluster CA file (default /etc/kubernetes/ca.crt)
+#     OKE_CP_IDENTITY_DOMAIN_URL  federation: https://idcs-<id>.identity.oraclecloud.com
+#     OKE_CP_FEDERATION_TOKEN_TYPE  federation: upst (default) or rpst
+#     OKE_CP_NODE_IDENTITY      allow (default) or deny: service accounts that did not opt in
+#     OKE_CP_TOKEN_AUDIENCE     tokenAttributes.serviceAccountTokenAudience (default: the file's)
 #   OKE_CP_ROOT, OKE_CP_IMDS_URL, OKE_CP_OKE_INIT  where to install, the metadata service, where
 #                       to write oke-init.sh (for tests; the defaults are right on a node)
 set -euo pipefail
@@ -40,6 +49,13 @@ OKE_CP_BASE_URL="${OKE_CP_BASE_URL:-https://github.com/${OKE_CP_REPO}/releases/d
 OKE_CP_LOCAL_DIR="${OKE_CP_LOCAL_DIR:-}"
 OKE_CP_RUN_OKE_INIT="${OKE_CP_RUN_OKE_INIT:-true}"
 OKE_CP_EXTRA_KUBELET_ARGS="${OKE_CP_EXTRA_KUBELET_ARGS:-}"
+OKE_CP_WORKLOAD_IDENTITY="${OKE_CP_WORKLOAD_IDENTITY:-}"
+OKE_CP_PROXYMUX_URL="${OKE_CP_PROXYMUX_URL:-}"
+OKE_CP_CLUSTER_CA="${OKE_CP_CLUSTER_CA:-/etc/kubernetes/ca.crt}"
+OKE_CP_IDENTITY_DOMAIN_URL="${OKE_CP_IDENTITY_DOMAIN_URL:-}"
+OKE_CP_FEDERATION_TOKEN_TYPE="${OKE_CP_FEDERATION_TOKEN_TYPE:-upst}"
+OKE_CP_NODE_IDENTITY="${OKE_CP_NODE_IDENTITY:-allow}"
+OKE_CP_TOKEN_AUDIENCE="${OKE_CP_TOKEN_AUDIENCE:-}"
 OKE_CP_ROOT="${OKE_CP_ROOT:-}"
 OKE_CP_IMDS_URL="${OKE_CP_IMDS_URL:-http://169.254.169.254/opc/v2}"
 OKE_CP_OKE_INIT="${OKE_CP_OKE_INIT:-${OKE_CP_ROOT}/var/run/oke-init.sh}"
@@ -58,6 +74,7 @@ readonly BIN_DIR=/usr/local/bin
 readonly BIN_NAME=oke-credential-provider
 readonly CONFIG_PATH=/etc/kubernetes/credential-provider-config.yaml
 readonly CONFIG_ASSET=credential-provider-config.yaml
+readonly WORKLOAD_CONFIG_ASSET=credential-provider-config-workload.yaml
 readonly KUBELET_FLAGS="--image-credential-provider-config=${CONFIG_PATH} --image-credential-provider-bin-dir=${BIN_DIR}"
 
 log() { echo "oke-credential-provider cloud-init: $*" >&2; }
@@ -75,6 +92,29 @@ elif command -v wget >/dev/null; then
   downloader=wget
 else
   die "neither curl nor wget is installed: install one of them"
+fi
+
+# Per-workload identity: every setting checked before anything is downloaded or installed.
+config_asset="$CONFIG_ASSET"
+if [[ -n "$OKE_CP_WORKLOAD_IDENTITY" ]]; then
+  config_asset="$WORKLOAD_CONFIG_ASSET"
+  plain='[^"\\[:space:]]+' # a value written between double quotes in YAML as it is
+  case "$OKE_CP_WORKLOAD_IDENTITY" in
+  oke)
+    [[ "$OKE_CP_PROXYMUX_URL" =~ ^https://${plain}$ ]] ||
+      die "OKE_CP_WORKLOAD_IDENTITY=oke needs OKE_CP_PROXYMUX_URL=https://<API server private endpoint>:12250/resourcePrincipalSessionTokens"
+    [[ "$OKE_CP_CLUSTER_CA" =~ ^/${plain}$ ]] || die "OKE_CP_CLUSTER_CA must be an absolute path"
+    ;;
+  federation)
+    [[ "$OKE_CP_IDENTITY_DOMAIN_URL" =~ ^https://${plain}$ ]] ||
+      die "OKE_CP_WORKLOAD_IDENTITY=federation needs OKE_CP_IDENTITY_DOMAIN_URL=https://idcs-<id>.identity.oraclecloud.com"
+    [[ "$OKE_CP_FEDERATION_TOKEN_TYPE" =~ ^(upst|rpst)$ ]] || die "OKE_CP_FEDERATION_TOKEN_TYPE must be upst or rpst"
+    ;;
+  *) die "OKE_CP_WORKLOAD_IDENTITY must be oke or federation, not '$OKE_CP_WORKLOAD_IDENTITY'" ;;
+  esac
+  [[ "$OKE_CP_NODE_IDENTITY" =~ ^(allow|deny)$ ]] || die "OKE_CP_NODE_IDENTITY must be allow or deny"
+  [[ -z "$OKE_CP_TOKEN_AUDIENCE" || "$OKE_CP_TOKEN_AUDIENCE" =~ ^${plain}$ ]] ||
+    die "OKE_CP_TOKEN_AUDIENCE must not hold spaces, quotes or backslashes"
 fi
 
 machine="$(uname -m)"
@@ -109,7 +149,7 @@ else
     log "OKE_CP_VERSION $OKE_CP_VERSION is not this script's release ($RELEASE_TAG): checking against its SHA256SUMS"
 fi
 
-wanted=("$bin_asset" "$CONFIG_ASSET")
+wanted=("$bin_asset" "$config_asset")
 if [[ "$sums_from" == script ]]; then
   printf '%s\n' "$RELEASE_SHA256SUMS" >"$staging/SHA256SUMS"
 else
@@ -134,7 +174,7 @@ else
 fi
 
 # Both files are checked before either is installed, so a bad download changes nothing.
-for f in "$bin_asset" "$CONFIG_ASSET"; do
+for f in "$bin_asset" "$config_asset"; do
   expected="$(awk -v name="$f" '$2 == name { print $1; exit }' "$staging/SHA256SUMS")"
   [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || die "the checksums ($sums_from) have no entry for $f"
   actual="$(sha256sum "$staging/$f" | awk '{ print $1 }')"
@@ -150,7 +190,41 @@ install_file() { # install_file SOURCE DEST MODE: write beside DEST, then rename
   mv -f "$tmp" "$2"
 }
 install_file "$staging/$bin_asset" "${OKE_CP_ROOT}${BIN_DIR}/${BIN_NAME}" 0755
-install_file "$staging/$CONFIG_ASSET" "${OKE_CP_ROOT}${CONFIG_PATH}" 0644
+if [[ -n "$OKE_CP_WORKLOAD_IDENTITY" ]]; then
+  # The checked file with this node's settings: its env block replaced, the audience if given.
+  {
+    echo "      - name: OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY"
+    echo "        value: \"$OKE_CP_WORKLOAD_IDENTITY\""
+    echo "      - name: OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY"
+    echo "        value: \"$OKE_CP_NODE_IDENTITY\""
+    if [[ "$OKE_CP_WORKLOAD_IDENTITY" == oke ]]; then
+      echo "      - name: OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL"
+      echo "        value: \"$OKE_CP_PROXYMUX_URL\""
+      echo "      - name: OKE_CREDENTIAL_PROVIDER_CLUSTER_CA"
+      echo "        value: \"$OKE_CP_CLUSTER_CA\""
+    else
+      echo "      - name: OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL"
+      echo "        value: \"$OKE_CP_IDENTITY_DOMAIN_URL\""
+      echo "      - name: OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE"
+      echo "        value: \"$OKE_CP_FEDERATION_TOKEN_TYPE\""
+    fi
+  } >"$staging/env"
+  awk -v env="$staging/env" -v audience="$OKE_CP_TOKEN_AUDIENCE" '
+    /^    env:$/ { print; while ((getline line < env) > 0) print line; skip = 1; next }
+    skip && /^    [a-zA-Z]/ { skip = 0 }
+    skip { next }
+    audience != "" && /^      serviceAccountTokenAudience: / {
+      print "      serviceAccountTokenAudience: \"" audience "\""; next
+    }
+    { print }
+  ' "$staging/$config_asset" >"$staging/config.yaml"
+  grep -q OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY "$staging/config.yaml" ||
+    die "$config_asset has no env block to fill in"
+  install_file "$staging/config.yaml" "${OKE_CP_ROOT}${CONFIG_PATH}" 0644
+  log "per-workload identity ($OKE_CP_WORKLOAD_IDENTITY): kubelet must be 1.34 or newer; apply rbac-workload-identity.yaml to the cluster"
+else
+  install_file "$staging/$CONFIG_ASSET" "${OKE_CP_ROOT}${CONFIG_PATH}" 0644
+fi
 log "installed ${BIN_DIR}/${BIN_NAME} and ${CONFIG_PATH}"
 
 # Warm the token cache, so that kubelet's first pull of a private image finds a token on disk.

@@ -117,12 +117,15 @@ export type Arch = keyof typeof TARGETS;
 /** Release asset names; cloud-init.sh, release.yml and the README use exactly these. */
 export const binaryAsset = (arch: Arch) => `oke-credential-provider-linux-${arch}`;
 export const CONFIG_ASSET = "credential-provider-config.yaml";
+/** The opt-in per-workload identity config (kubelet >= 1.34). */
+export const WORKLOAD_CONFIG_ASSET = "credential-provider-config-workload.yaml";
 export const CLOUD_INIT_ASSET = "cloud-init.sh";
 export const SUMS_ASSET = "SHA256SUMS";
 export const RELEASE_ASSETS = [
   binaryAsset("amd64"),
   binaryAsset("arm64"),
   CONFIG_ASSET,
+  WORKLOAD_CONFIG_ASSET,
   CLOUD_INIT_ASSET,
   SUMS_ASSET,
 ] as const;
@@ -317,6 +320,10 @@ async function main(): Promise<void> {
     console.log(`built ${outDir}/${binaryAsset(arch)}`);
   }
   await Deno.copyFile(`${ROOT}config/credential-provider-config.yaml`, `${outDir}/${CONFIG_ASSET}`);
+  await Deno.copyFile(
+    `${ROOT}config/${WORKLOAD_CONFIG_ASSET}`,
+    `${outDir}/${WORKLOAD_CONFIG_ASSET}`,
+  );
   const read = (names: string[]) =>
     Promise.all(
       names.map(async (name) => ({ name, data: await Deno.readFile(`${outDir}/${name}`) })),
@@ -325,7 +332,7 @@ async function main(): Promise<void> {
   if (values["release-tag"] && values.repo) {
     cloudInit = stampCloudInit(cloudInit, values["release-tag"], values.repo);
   }
-  const installed = [...arches.map(binaryAsset), CONFIG_ASSET];
+  const installed = [...arches.map(binaryAsset), CONFIG_ASSET, WORKLOAD_CONFIG_ASSET];
   cloudInit = embedChecksums(cloudInit, sha256sums(await read(installed)));
   await Deno.writeTextFile(`${outDir}/${CLOUD_INIT_ASSET}`, cloudInit, { mode: 0o755 });
 

@@ -220,7 +220,7 @@ Deno.test("build: with runtimes on disk it makes every release asset, pinned and
       stdout: "piped",
     }).output();
     assert.equal(byHand.code, 0);
-    assert.equal(new TextDecoder().decode(byHand.stdout).match(/: OK$/gm)?.length, 3);
+    assert.equal(new TextDecoder().decode(byHand.stdout).match(/: OK$/gm)?.length, 4); // two binaries, two configs
   } finally {
     await Deno.remove(run.dir, { recursive: true });
     await Deno.remove(dir, { recursive: true });
@@ -322,6 +322,7 @@ Deno.test("permissions: narrow flags, both targets, the release names", () => {
     "oke-credential-provider-linux-amd64",
     "oke-credential-provider-linux-arm64",
     "credential-provider-config.yaml",
+    "credential-provider-config-workload.yaml",
     "cloud-init.sh",
     "SHA256SUMS",
   ]);

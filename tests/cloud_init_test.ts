@@ -14,11 +14,16 @@ import {
   embedChecksums,
   sha256sums,
   SUMS_ASSET,
+  WORKLOAD_CONFIG_ASSET,
 } from "../scripts/build.ts";
+import { parseOptions } from "../lib/options.ts";
 
 const SCRIPT = fileURLToPath(new URL("../cloud-init/cloud-init.sh", import.meta.url));
 const CONFIG_TEXT = Deno.readTextFileSync(
   new URL("../config/credential-provider-config.yaml", import.meta.url),
+);
+const WORKLOAD_CONFIG_TEXT = Deno.readTextFileSync(
+  new URL("../config/credential-provider-config-workload.yaml", import.meta.url),
 );
 const FLAGS = "--image-credential-provider-config=/etc/kubernetes/credential-provider-config.yaml" +
   " --image-credential-provider-bin-dir=/usr/local/bin";
@@ -47,6 +52,7 @@ function releaseFiles(): Map<string, Uint8Array<ArrayBuffer>> {
     [binaryAsset("amd64"), text("fake amd64 binary\n")],
     [binaryAsset("arm64"), text("fake arm64 binary\n")],
     [CONFIG_ASSET, text(CONFIG_TEXT)],
+    [WORKLOAD_CONFIG_ASSET, text(WORKLOAD_CONFIG_TEXT)],
     [CLOUD_INIT_ASSET, Deno.readFileSync(SCRIPT)],
   ]);
   const sums = [...files].map(([name, data]) => `${sha256(data)}  ${name}\n`).join("");
@@ -456,4 +462,91 @@ Deno.test("cloud-init: warms the token cache in the background, never holding up
     assert.equal(off.code, 0, off.stderr);
     assert.ok(!off.stderr.includes("warming"), "OKE_CP_WARM=false skips it");
   });
+});
+
+Deno.test("cloud-init: OKE_CP_WORKLOAD_IDENTITY installs the per-workload config with this node's settings", async () => {
+  const installed = async (ctx: Ctx) =>
+    parse(await Deno.readTextFile(`${ctx.root}/${CONFIG}`), { version: "1.1" });
+  /** The plugin's options from the installed config's env, as kubelet passes them. */
+  const optionsOf = async (config: Record<string, unknown>) => {
+    const [provider] = config.providers as { env: { name: string; value: string }[] }[];
+    const env = Object.fromEntries(provider.env.map((e) => [e.name, e.value]));
+    return await parseOptions([], (name) => env[name]);
+  };
+  await withNode(async (ctx) => {
+    const run = await runScript(ctx, "x86_64", {
+      OKE_CP_WORKLOAD_IDENTITY: "oke",
+      OKE_CP_PROXYMUX_URL: "https://10.0.0.9:12250/resourcePrincipalSessionTokens",
+      OKE_CP_NODE_IDENTITY: "deny",
+      OKE_CP_TOKEN_AUDIENCE: "https://kubernetes.default.svc",
+    });
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /kubelet must be 1\.34 or newer/);
+    const config = await installed(ctx);
+    const [provider] = config.providers;
+    assert.equal(
+      provider.tokenAttributes.serviceAccountTokenAudience,
+      "https://kubernetes.default.svc",
+    );
+    assert.equal(provider.tokenAttributes.cacheType, "ServiceAccount");
+    const options = await optionsOf(config);
+    assert.equal(options.workloadIdentity, "oke");
+    assert.equal(options.nodeIdentity, "deny");
+    assert.equal(options.proxymuxUrl, "https://10.0.0.9:12250/resourcePrincipalSessionTokens");
+    assert.equal(options.clusterCa, "/etc/kubernetes/ca.crt");
+    assert.ok(ctx.requests.some((r) => r.path.endsWith(`/${WORKLOAD_CONFIG_ASSET}`)));
+  });
+  await withNode(async (ctx) => {
+    const run = await runScript(ctx, "x86_64", {
+      OKE_CP_WORKLOAD_IDENTITY: "federation",
+      OKE_CP_IDENTITY_DOMAIN_URL: "https://idcs-0123.identity.oraclecloud.com",
+      OKE_CP_FEDERATION_TOKEN_TYPE: "rpst",
+    });
+    assert.equal(run.code, 0, run.stderr);
+    const config = await installed(ctx);
+    const options = await optionsOf(config);
+    assert.equal(options.workloadIdentity, "federation");
+    assert.equal(options.identityDomainUrl, "https://idcs-0123.identity.oraclecloud.com/");
+    assert.equal(options.federationTokenType, "rpst");
+    assert.equal(options.nodeIdentity, "allow");
+    assert.equal(
+      config.providers[0].tokenAttributes.serviceAccountTokenAudience,
+      parse(WORKLOAD_CONFIG_TEXT).providers[0].tokenAttributes.serviceAccountTokenAudience,
+    );
+  });
+});
+
+Deno.test("cloud-init: bad per-workload settings fail clearly before anything is installed", async () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ OKE_CP_WORKLOAD_IDENTITY: "gke" }, /must be oke or federation/],
+    [{ OKE_CP_WORKLOAD_IDENTITY: "oke" }, /needs OKE_CP_PROXYMUX_URL/],
+    [
+      { OKE_CP_WORKLOAD_IDENTITY: "oke", OKE_CP_PROXYMUX_URL: "http://10.0.0.9:12250/x" },
+      /needs OKE_CP_PROXYMUX_URL/,
+    ],
+    [{ OKE_CP_WORKLOAD_IDENTITY: "federation" }, /needs OKE_CP_IDENTITY_DOMAIN_URL/],
+    [{
+      OKE_CP_WORKLOAD_IDENTITY: "federation",
+      OKE_CP_IDENTITY_DOMAIN_URL: "https://idcs-1.identity.oraclecloud.com",
+      OKE_CP_FEDERATION_TOKEN_TYPE: "jwt",
+    }, /upst or rpst/],
+    [{
+      OKE_CP_WORKLOAD_IDENTITY: "oke",
+      OKE_CP_PROXYMUX_URL: "https://10.0.0.9:12250/x",
+      OKE_CP_NODE_IDENTITY: "maybe",
+    }, /allow or deny/],
+    [{
+      OKE_CP_WORKLOAD_IDENTITY: "oke",
+      OKE_CP_PROXYMUX_URL: 'https://10.0.0.9:12250/x"; evil: "',
+    }, /needs OKE_CP_PROXYMUX_URL/],
+  ];
+  for (const [env, why] of cases) {
+    await withNode(async (ctx) => {
+      const run = await runScript(ctx, "x86_64", env);
+      assert.equal(run.code, 1, JSON.stringify(env));
+      assert.match(run.stderr, why);
+      assert.deepEqual(await tree(ctx.root), {}, "nothing installed");
+      assert.deepEqual(ctx.requests, [], "nothing downloaded");
+    });
+  }
 });
