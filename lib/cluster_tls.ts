@@ -1,9 +1,10 @@
 /**
  * One HTTPS POST to an endpoint that only the cluster's CA may vouch for (OKE's proxymux). Deno's
- * `fetch` adds a given CA to the node's trust store and shows nothing of the peer, so the request
- * runs on a `node:tls` socket instead: after the handshake (hostname and chain checked by rustls)
- * the server's certificate must be issued by the cluster CA itself, or the socket is closed
- * before one byte of the request (which carries a service-account token) is written. The proxy
+ * `fetch` only adds a given CA to the node's trust store and shows nothing of the peer, so the
+ * request runs on a `node:tls` socket given the cluster CA as `ca` (observed with Deno 2.9: the
+ * handshake then trusts that CA and not DENO_CERT's). Whatever the runtime's store holds, after
+ * the handshake the server's certificate must be the cluster CA or be signed by it, or the socket
+ * is closed before one byte of the request (which carries a service-account token) is written. The proxy
  * variables are honoured as `fetch` honours them. Loaded only on the per-workload path.
  *
  * @module

@@ -9,6 +9,7 @@
  * disk.
  */
 import assert from "node:assert/strict";
+import * as x509 from "@peculiar/x509";
 import { API_VERSIONS, PULL_IDENTITY_ANNOTATION } from "../lib/kubelet.ts";
 import type { Cluster, Emulator, ServiceAccount } from "./emulator/mod.ts";
 import { startEmulator } from "./emulator/mod.ts";
@@ -353,6 +354,42 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
         /step=workload-identity .*request failed: .*(certificate|UnknownIssuer)/i,
       );
       assert.equal(cluster.proxymuxLog.length, marks, "proxymux never saw a request");
+
+      // An impostor at proxymux's address whose certificate the node's own store trusts (its CA
+      // is in DENO_CERT) but the cluster CA did not issue: refused, and never sent the request.
+      // (Observed with Deno 2.9: node:tls given `ca` does not consult DENO_CERT, so the
+      // handshake already fails; lib/cluster_tls.ts's own issuer check stands behind it and is
+      // proved in tests/cluster_tls_test.ts.)
+      const impostor = await impostorServer();
+      try {
+        const bundle = `${await fresh("ca")}/bundle.pem`;
+        await Deno.writeTextFile(bundle, (await Deno.readTextFile(emu.caFile)) + impostor.caPem);
+        const run2 = await startPlugin({
+          stdin: request(ref("team-a"), await token(A), OPTED_IN),
+          env: { ...emu.env, DENO_CERT: bundle },
+          args: [
+            "--cache-dir",
+            await fresh("cache"),
+            "--workload-identity",
+            "oke",
+            "--proxymux-url",
+            impostor.url,
+            "--cluster-ca",
+            cluster.caFile,
+          ],
+          permissions: permissionFlags([work], [cluster.caFile]),
+          killAfterMs: 40_000,
+        }).done;
+        outputs.push(run2.stderr);
+        failsNaming(
+          run2,
+          A,
+          /step=workload-identity .*(unable to verify the first certificate|the server's certificate is not issued by the cluster CA)/,
+        );
+        assert.equal(impostor.requests(), 0, "the impostor never received a request");
+      } finally {
+        await impostor.close();
+      }
     },
   );
 
@@ -369,6 +406,57 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
       }
     }
   });
+}
+
+/** A TLS server on 127.0.0.1 with a certificate from its own CA, counting the requests it gets. */
+async function impostorServer() {
+  const alg = {
+    name: "RSASSA-PKCS1-v1_5",
+    hash: "SHA-256",
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+  };
+  const [caKeys, keys] = await Promise.all([
+    crypto.subtle.generateKey(alg, true, ["sign", "verify"]) as Promise<CryptoKeyPair>,
+    crypto.subtle.generateKey(alg, true, ["sign", "verify"]) as Promise<CryptoKeyPair>,
+  ]);
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: "01",
+    name: "CN=kubernetes",
+    keys: caKeys,
+    signingAlgorithm: alg,
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+  });
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: "02",
+    subject: "CN=proxymux",
+    issuer: ca.subject,
+    publicKey: keys.publicKey,
+    signingKey: caKeys.privateKey,
+    signingAlgorithm: alg,
+    extensions: [new x509.SubjectAlternativeNameExtension([{ type: "ip", value: "127.0.0.1" }])],
+  });
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", keys.privateKey));
+  const keyPem = `-----BEGIN PRIVATE KEY-----\n${
+    pkcs8.toBase64().match(/.{1,64}/g)!.join("\n")
+  }\n-----END PRIVATE KEY-----\n`;
+  let count = 0;
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: cert.toString("pem"),
+    key: keyPem,
+    onListen() {},
+  }, () => {
+    count++;
+    return new Response('"x"');
+  });
+  return {
+    url: `https://127.0.0.1:${server.addr.port}/resourcePrincipalSessionTokens`,
+    caPem: ca.toString("pem") + "\n",
+    requests: () => count,
+    close: () => server.shutdown(),
+  };
 }
 
 async function* walk(dir: string): AsyncGenerator<string> {
