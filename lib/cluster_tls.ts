@@ -215,7 +215,8 @@ export async function pinnedPost(url: URL, request: PinnedRequest): Promise<Pinn
     const raw = proxy ? await tunnel(proxy, `${hostname}:${port}`) : undefined;
     socket = await new Promise<tls.TLSSocket>((resolve, reject) => {
       const s = tls.connect({
-        ...(raw ? { socket: raw } : { host: hostname, port }),
+        // `host` also names what the certificate must match, through a tunnel too.
+        ...(raw ? { socket: raw, host: hostname } : { host: hostname, port }),
         ca: [request.caPem],
         ...(net.isIP(hostname) ? {} : { servername: hostname }),
       });

@@ -393,6 +393,25 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
     },
   );
 
+  await t.step("proxymux is reached through HTTPS_PROXY unless NO_PROXY names it", async () => {
+    const authority = new URL(cluster.proxymuxUrl).host;
+    for (
+      const [noProxy, tunnelled] of [["localhost", true], ["localhost,127.0.0.1", false]] as const
+    ) {
+      const mark = emu.connects.length;
+      const run = await startPlugin({
+        stdin: request(ref("team-a"), await token(A), OPTED_IN),
+        env: { ...emu.env, NO_PROXY: noProxy },
+        args: ["--cache-dir", await fresh("cache"), ...oke],
+        permissions: PERMISSION_FLAGS,
+        killAfterMs: 40_000,
+      }).done;
+      outputs.push(run.stderr);
+      assert.ok(await pulls(password(run), "team-a"));
+      assert.equal(emu.connects.slice(mark).includes(authority), tunnelled, noProxy);
+    }
+  });
+
   await t.step("no service-account token on stderr or in the cache", async () => {
     for (const secret of secrets) {
       const [, , signature] = secret.split(".");

@@ -280,6 +280,8 @@ class OciEmulator implements Emulator {
   readonly trusts: Trust[] = [];
   allowTokenExchange = true;
   #grants: WorkloadGrant[] = [];
+  /** Extra authorities the proxy tunnels (proxymux), to their loopback port. */
+  #tunnels = new Map<string, number>();
   #cluster?: Promise<Cluster>;
   readonly namespace = "emutenancy";
   readonly registryIssuer = "ocir-emulator-registry";
@@ -342,7 +344,12 @@ class OciEmulator implements Emulator {
   startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
     this.#cluster ??= Cluster.start(this.dir, this.#clusterId, {
       issue: (who, key, now) => this.#issueWorkload(who, key, now),
-    }, opts);
+    }, opts).then((cluster) => {
+      // The proxy reaches proxymux too, as a node's proxy would reach the API endpoint.
+      const { host, port } = new URL(cluster.proxymuxUrl);
+      this.#tunnels.set(host, Number(port));
+      return cluster;
+    });
     return this.#cluster;
   }
 
@@ -441,8 +448,10 @@ class OciEmulator implements Emulator {
     this.#listeners.push(imdsFront, proxy);
     relayListener(imdsFront, this.#relay, imds.addr.port);
     connectProxy(proxy, {
-      allow: (authority) => authority.endsWith(":443") && this.hostMap.has(authority.slice(0, -4)),
-      targetPort: https.addr.port,
+      allow: (authority) =>
+        (authority.endsWith(":443") && this.hostMap.has(authority.slice(0, -4))) ||
+        this.#tunnels.has(authority),
+      targetPort: (authority) => this.#tunnels.get(authority) ?? https.addr.port,
       relay: this.#relay,
       onConnect: (e) => {
         this.connects.push(e.authority);

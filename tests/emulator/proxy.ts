@@ -101,8 +101,8 @@ export interface ConnectEvent {
 export interface ConnectProxyOptions {
   /** Whether a lower-case `host:port` may be tunnelled. */
   allow(authority: string): boolean;
-  /** The loopback port that allowed tunnels lead to. */
-  targetPort: number;
+  /** The loopback port that an allowed tunnel leads to, by the `host:port` asked for. */
+  targetPort: number | ((authority: string) => number);
   relay: Relay;
   onConnect(event: ConnectEvent): void;
 }
@@ -154,7 +154,8 @@ async function tunnel(conn: Deno.Conn, opts: ConnectProxyOptions): Promise<void>
   } catch {
     return close(conn);
   }
-  await opts.relay.pipe(conn, opts.targetPort);
+  const port = typeof opts.targetPort === "number" ? opts.targetPort : opts.targetPort(wanted);
+  await opts.relay.pipe(conn, port);
 }
 
 /**
