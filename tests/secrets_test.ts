@@ -12,7 +12,9 @@
  * and, among the scenarios, that TLS is never relaxed (another CA, no CA).
  */
 import assert from "node:assert/strict";
-import { API_VERSIONS } from "../lib/kubelet.ts";
+import { API_VERSIONS, PULL_IDENTITY_ANNOTATION } from "../lib/kubelet.ts";
+import { PERMISSION_FLAGS } from "../scripts/build.ts";
+import { startPlugin } from "./plugin_process.ts";
 import type { Emulator, RequestLogEntry } from "./emulator/mod.ts";
 import { emulatorTest } from "./support/emulator.ts";
 import { PLANTED, runScenario, SCENARIOS, SecretWatch } from "./support/fault_scenarios.ts";
@@ -105,3 +107,78 @@ Deno.test("secrets: the watch sees a piece of a secret however it is wrapped, an
   }
   watch.assertClean(line("HTTP 401 UNAUTHORIZED: token [JWT redacted] refused"), "self-test");
 });
+
+emulatorTest(
+  "secrets: per-workload runs at debug level, succeeding and failing, print no piece of a secret",
+  async (_t, { emu }) => {
+    const cluster = await emu.startCluster();
+    emu.trusts.push({ issuer: cluster.issuer, jwks: cluster.jwks });
+    emu.grantWorkload({ namespace: "team-a", serviceAccount: "puller", repository: "team-a/app" });
+    const watch = new SecretWatch();
+    await watch.addIdentity(emu);
+    const sa = { namespace: "team-a", name: "puller", uid: crypto.randomUUID() };
+    const image = `${emu.registryHost}/${emu.namespace}/team-a/app:1`;
+    const backends = [
+      [
+        "--workload-identity",
+        "oke",
+        "--proxymux-url",
+        cluster.proxymuxUrl,
+        "--cluster-ca",
+        cluster.caFile,
+      ],
+      [
+        "--workload-identity",
+        "federation",
+        "--identity-domain-url",
+        `https://${emu.identityDomainHost}`,
+      ],
+    ];
+    const runs: { name: string; stderr: string }[] = [];
+    const dirs: string[] = [];
+    try {
+      for (const args of backends) {
+        for (
+          const [what, opts] of [
+            ["ok", {}],
+            ["forged", { forged: true }],
+            ["wrong audience", { audience: "elsewhere" }],
+            ["expired", { ttl: 600, ageSeconds: 1200 }],
+          ] as const
+        ) {
+          const token = await cluster.mintServiceAccountToken(sa, opts);
+          watch.add(`service-account token (${what})`, token);
+          const dir = await Deno.makeTempDir({ dir: "/tmp", prefix: "okecp-secrets-wi-" });
+          dirs.push(dir);
+          const run = await startPlugin({
+            stdin: JSON.stringify({
+              apiVersion: API_VERSIONS[0],
+              kind: "CredentialProviderRequest",
+              image,
+              serviceAccountToken: token,
+              serviceAccountAnnotations: { [PULL_IDENTITY_ANNOTATION]: "workload" },
+            }),
+            env: emu.env,
+            args: ["--cache-dir", dir, "--log-level", "debug", ...args],
+            permissions: PERMISSION_FLAGS,
+            killAfterMs: 40_000,
+          }).done;
+          // The emulated trust names no audience, so the identity domain takes any (unverified
+          // for a real domain); proxymux accepts only the API server's own.
+          const succeeds = what === "ok" || (what === "wrong audience" && args[1] === "federation");
+          assert.equal(run.code, succeeds ? 0 : 1, `${args[1]} ${what}: ${run.stderr}`);
+          await watch.harvest(run, dir);
+          runs.push({ name: `${args[1]} ${what}`, stderr: run.stderr });
+          // The service-account token is not kept anywhere on disk.
+          for await (const entry of Deno.readDir(dir)) {
+            const text = await Deno.readTextFile(`${dir}/${entry.name}`).catch(() => "");
+            assert.ok(!text.includes(token.split(".")[2]), `${entry.name} holds the token`);
+          }
+        }
+      }
+      for (const { name, stderr } of runs) watch.assertClean(stderr, name);
+    } finally {
+      for (const dir of dirs) await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
