@@ -296,17 +296,21 @@ Deno.test("config: a dedicated realm needs the one line the YAML comment describ
   assert.match(Deno.readTextFileSync(CONFIG_PATH), /"ocir\.\*\.oci\.example-realm\.com"/);
 });
 
+/** A minimal config kubelet accepts, with `extra` fields on its one provider. */
+const goodConfig = <T extends Record<string, unknown>>(extra: T = {} as T) => ({
+  apiVersion: "kubelet.config.k8s.io/v1",
+  kind: "CredentialProviderConfig",
+  providers: [{
+    name: "p",
+    apiVersion: "credentialprovider.kubelet.k8s.io/v1",
+    matchImages: ["*.ocir.io"],
+    defaultCacheDuration: "1m",
+    ...extra,
+  }],
+});
+
 Deno.test("validation: kubelet's rules reject what kubelet rejects", () => {
-  const good = () => ({
-    apiVersion: "kubelet.config.k8s.io/v1",
-    kind: "CredentialProviderConfig",
-    providers: [{
-      name: "p",
-      apiVersion: "credentialprovider.kubelet.k8s.io/v1",
-      matchImages: ["*.ocir.io"],
-      defaultCacheDuration: "1m",
-    }],
-  });
+  const good = () => goodConfig();
   assert.deepEqual(validateConfig(good()), []);
   const broken: [string, (c: ReturnType<typeof good>) => void][] = [
     ["no providers", (c) => c.providers = []],
@@ -422,22 +426,15 @@ Deno.test("workload config: kubelet >= 1.34 decodes and validates it; the defaul
 });
 
 Deno.test("validation: tokenAttributes as kubelet checks them", () => {
-  const good = () => ({
-    apiVersion: "kubelet.config.k8s.io/v1",
-    kind: "CredentialProviderConfig",
-    providers: [{
-      name: "p",
-      apiVersion: "credentialprovider.kubelet.k8s.io/v1",
-      matchImages: ["*.ocir.io"],
-      defaultCacheDuration: "1m",
+  const good = () =>
+    goodConfig({
       tokenAttributes: {
         serviceAccountTokenAudience: "a",
         cacheType: "ServiceAccount",
         requireServiceAccount: false,
         optionalServiceAccountAnnotationKeys: ["oke-credential-provider.io/pull-identity"],
       } as Record<string, unknown>,
-    }],
-  });
+    });
   assert.deepEqual(validateConfig(good()), []);
   const broken: [string, (t: Record<string, unknown>, c: ReturnType<typeof good>) => void][] = [
     ["no audience", (t) => delete t.serviceAccountTokenAudience],

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type Emulator, startEmulator } from "./emulator/mod.ts";
 import { writeRefreshRecord } from "../lib/cache.ts";
 import { makeCacheDir, runPlugin } from "./support/plugin_process.ts";
+import { federationArgs, okeArgs } from "./support/workload.ts";
 
 const emu: Emulator = await startEmulator();
 const test = (name: string, fn: () => Promise<void>) =>
@@ -158,23 +159,8 @@ const tokenFile = async (opts = {}, sa = A) => {
   await Deno.writeTextFile(file, await cluster.mintServiceAccountToken(sa, opts));
   return file;
 };
-const oke = async () => {
-  const cluster = await emu.startCluster();
-  return [
-    "--workload-identity",
-    "oke",
-    "--proxymux-url",
-    cluster.proxymuxUrl,
-    "--cluster-ca",
-    cluster.caFile,
-  ];
-};
-const federation = [
-  "--workload-identity",
-  "federation",
-  "--identity-domain-url",
-  `https://${emu.identityDomainHost}`,
-];
+const oke = async () => okeArgs(await emu.startCluster());
+const federation = federationArgs(emu);
 const fixAfter = (lines: string[], check: string) => {
   const at = lines.findIndex((l) => l.startsWith(`✗ ${check}`));
   assert.ok(at >= 0, lines.join("\n"));

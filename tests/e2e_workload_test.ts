@@ -18,6 +18,7 @@ import { type Distribution, startDistribution } from "./registry/distribution.ts
 import { writeOciLayout } from "./registry/oci_layout.ts";
 import { skopeo } from "./registry/skopeo.ts";
 import { toolGate } from "./registry/tools.ts";
+import { federationArgs, okeArgs } from "./support/workload.ts";
 
 const HOST = "iad.ocir.io";
 const NAME = "workload identity end to end: each service account pulls its own repository";
@@ -153,28 +154,9 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
   };
 
   const backends = [
-    ["oke", [
-      "--workload-identity",
-      "oke",
-      "--proxymux-url",
-      cluster.proxymuxUrl,
-      "--cluster-ca",
-      cluster.caFile,
-    ]],
-    ["federation", [
-      "--workload-identity",
-      "federation",
-      "--identity-domain-url",
-      `https://${emu.identityDomainHost}`,
-    ]],
-    ["federation rpst", [
-      "--workload-identity",
-      "federation",
-      "--identity-domain-url",
-      `https://${emu.identityDomainHost}`,
-      "--federation-token-type",
-      "rpst",
-    ]],
+    ["oke", okeArgs(cluster)],
+    ["federation", federationArgs(emu)],
+    ["federation rpst", federationArgs(emu, "rpst")],
   ] as const;
 
   for (const [backend, args] of backends) {

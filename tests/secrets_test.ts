@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import { API_VERSIONS, PULL_IDENTITY_ANNOTATION } from "../lib/kubelet.ts";
 import { PERMISSION_FLAGS } from "../scripts/build.ts";
 import { startPlugin } from "./plugin_process.ts";
+import { federationArgs, okeArgs } from "./support/workload.ts";
 import type { Emulator, RequestLogEntry } from "./emulator/mod.ts";
 import { emulatorTest } from "./support/emulator.ts";
 import { PLANTED, runScenario, SCENARIOS, SecretWatch } from "./support/fault_scenarios.ts";
@@ -118,22 +119,7 @@ emulatorTest(
     await watch.addIdentity(emu);
     const sa = { namespace: "team-a", name: "puller", uid: crypto.randomUUID() };
     const image = `${emu.registryHost}/${emu.namespace}/team-a/app:1`;
-    const backends = [
-      [
-        "--workload-identity",
-        "oke",
-        "--proxymux-url",
-        cluster.proxymuxUrl,
-        "--cluster-ca",
-        cluster.caFile,
-      ],
-      [
-        "--workload-identity",
-        "federation",
-        "--identity-domain-url",
-        `https://${emu.identityDomainHost}`,
-      ],
-    ];
+    const backends = [okeArgs(cluster), federationArgs(emu)];
     const runs: { name: string; stderr: string }[] = [];
     const dirs: string[] = [];
     try {
