@@ -385,7 +385,7 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
         stdin: request(ref("team-a"), await token(A), OPTED_IN),
         env: { ...emu.env, NO_PROXY: noProxy },
         args: ["--cache-dir", await fresh("cache"), ...oke],
-        permissions: PERMISSION_FLAGS,
+        permissions: permissionFlags([work], [cluster.caFile]),
         killAfterMs: 40_000,
       }).done;
       outputs.push(run.stderr);
