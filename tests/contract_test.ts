@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { writeDockerToken } from "../lib/cache.ts";
-import { API_VERSIONS } from "../lib/kubelet.ts";
+import { API_VERSIONS, PULL_IDENTITY_ANNOTATION } from "../lib/kubelet.ts";
 import { run } from "../lib/plugin.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -204,6 +204,123 @@ Deno.test("contract: the answer is for the image's own host form, from that host
     assert.equal(other.status, 1);
     assert.deepEqual(other.stdout, []);
     assert.match(other.stderr.join("\n"), /step=IMDS host=127\.0\.0\.1:9/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A service-account token as kubelet passes it (unsigned: the plugin only decodes it). */
+function serviceAccountToken(sa: { namespace: string; name: string; uid: string }, exp: number) {
+  const part = (value: unknown) =>
+    new TextEncoder().encode(JSON.stringify(value)).toBase64({
+      alphabet: "base64url",
+      omitPadding: true,
+    });
+  return [
+    part({ alg: "RS256", kid: "k" }),
+    part({
+      iss: "https://kubernetes.default.svc.cluster.local",
+      sub: `system:serviceaccount:${sa.namespace}:${sa.name}`,
+      aud: ["https://kubernetes.default.svc.cluster.local"],
+      exp,
+      "kubernetes.io": {
+        namespace: sa.namespace,
+        serviceaccount: { name: sa.name, uid: sa.uid },
+      },
+    }),
+    "c2lnbmF0dXJl",
+  ].join(".");
+}
+
+Deno.test("contract: KEP-4412 requests: who opts in, deny, refusals, the per-account cache", async () => {
+  const dir = await warmCache();
+  const now = Math.floor(Date.now() / 1000);
+  const sa = { namespace: "team-a", name: "puller", uid: "0b9f6a55-2c1e-4d7a-9a57-2f3f6d1c0e11" };
+  const withToken = (
+    token: string,
+    annotations?: Record<string, string>,
+    apiVersion: string = API_VERSIONS[0],
+  ) =>
+    JSON.stringify({
+      apiVersion,
+      kind: "CredentialProviderRequest",
+      image: "iad.ocir.io/ns/app:1",
+      serviceAccountToken: token,
+      serviceAccountAnnotations: annotations,
+    });
+  const optedIn = { [PULL_IDENTITY_ANNOTATION]: "workload" };
+  const env = { OKE_CREDENTIAL_PROVIDER_CACHE_DIR: dir };
+  // Nothing listens here: a call that reaches the network fails at once.
+  const oke = [
+    "--workload-identity",
+    "oke",
+    "--proxymux-url",
+    "https://127.0.0.1:9/resourcePrincipalSessionTokens",
+    "--timeout",
+    "2",
+  ];
+  const fails = (out: Outcome, pattern: RegExp) => {
+    assert.equal(out.status, 1);
+    assert.deepEqual(out.stdout, []);
+    assert.equal(out.stderr.length, 1, out.stderr.join("\n"));
+    assert.match(out.stderr[0], /service account team-a\/puller/);
+    assert.match(out.stderr[0], pattern);
+  };
+  try {
+    const token = serviceAccountToken(sa, now + 3600);
+    // Not opted in: the node's cached token, as without a token.
+    const node = await runWith(oke, withToken(token, { other: "x" }), env);
+    assert.equal(JSON.parse(node.stdout[0]).auth["iad.ocir.io"].password, "cached-docker-token");
+    // Not opted in, --node-identity deny: no credentials, nothing cached by kubelet.
+    const denied = await runWith([...oke, "--node-identity", "deny"], withToken(token), env);
+    assert.equal(denied.status, 0);
+    assert.deepEqual(JSON.parse(denied.stdout[0]).auth, {});
+    assert.equal(JSON.parse(denied.stdout[0]).cacheDuration, "0s");
+    // Opted in without a backend: an error, not the node's token.
+    fails(await runWith([], withToken(token, optedIn), env), /has no --workload-identity/);
+    // Expired, refused without calling anyone; not a JWT.
+    fails(
+      await runWith(oke, withToken(serviceAccountToken(sa, now - 5), optedIn), env),
+      /expired at .*not exchanged/,
+    );
+    const garbage = await runWith(oke, withToken("not-a-jwt", optedIn), env);
+    assert.equal(garbage.status, 1);
+    assert.match(garbage.stderr[0], /the service-account token from kubelet is not a JWT/);
+    assert.ok(!garbage.stderr[0].includes("not-a-jwt"), "the token is not quoted");
+    // The account's own cache entry answers it in every API version, within half the shorter
+    // remaining life of its session and docker tokens.
+    await Deno.writeTextFile(
+      `${dir}/workload-team-a_puller_${sa.uid}-iad.ocir.io.json`,
+      JSON.stringify({
+        host: "iad.ocir.io",
+        namespace: "team-a",
+        name: "puller",
+        uid: sa.uid,
+        token: "team-a-docker-token",
+        refreshAt: now + 3000,
+        expiresAt: now + 3600,
+        sessionExpiresAt: now + 1200,
+      }),
+      { mode: 0o600 },
+    );
+    for (const apiVersion of API_VERSIONS) {
+      const out = await runWith(oke, withToken(token, optedIn, apiVersion), env);
+      assert.equal(out.status, 0, out.stderr.join("\n"));
+      const response = JSON.parse(out.stdout[0]);
+      assert.equal(response.apiVersion, apiVersion);
+      assert.equal(response.auth["iad.ocir.io"].password, "team-a-docker-token");
+      assert.match(response.cacheDuration, /^(9m5\d|10m0)s$/);
+    }
+    // Same namespace and name, another uid (the account was recreated): never that entry; the
+    // exchange is attempted (and fails here, the default cluster CA being absent).
+    const reborn = serviceAccountToken(
+      { ...sa, uid: "7d1c2b0a-0000-4000-8000-000000000000" },
+      now + 3600,
+    );
+    fails(
+      await runWith(oke, withToken(reborn, optedIn), env),
+      /step=workload-identity .*cannot read the cluster CA/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
