@@ -11,7 +11,7 @@ import { PluginError } from "./errors.ts";
 import { call, readJson } from "./http.ts";
 import type { Logger } from "./log.ts";
 import { signRequest } from "./signer.ts";
-import type { IssuedToken } from "./token.ts";
+import { type IssuedToken, jwtClaims } from "./token.ts";
 
 /** What a token request needs. */
 export interface DockerTokenOptions {
@@ -31,15 +31,8 @@ export const DEFAULT_LIFETIME_SECONDS = 60;
 
 /** A JWT's `exp`, or undefined when the token is not a JWT with one (tokens may be opaque). */
 function jwtExpiry(token: string): number | undefined {
-  try {
-    const payload = token.split(".")[1];
-    const { exp } = JSON.parse(
-      new TextDecoder().decode(Uint8Array.fromBase64(payload, { alphabet: "base64url" })),
-    );
-    return typeof exp === "number" && Number.isFinite(exp) ? exp : undefined;
-  } catch {
-    return undefined;
-  }
+  const exp = jwtClaims(token)?.exp;
+  return typeof exp === "number" && Number.isFinite(exp) ? exp : undefined;
 }
 
 /**
