@@ -75,7 +75,8 @@ function ecdsaRaw(der: Uint8Array, size: number): Uint8Array {
  *
  * @example
  * ```ts
- * await issuedBy(serverCertDer, clusterCaDer); // true
+ * declare const serverCertDer: Uint8Array, clusterCaDer: Uint8Array;
+ * await issuedBy(serverCertDer, clusterCaDer); // true when the cluster CA signed it
  * ```
  */
 export async function issuedBy(leafDer: Uint8Array, caDer: Uint8Array): Promise<boolean> {
@@ -192,9 +193,17 @@ function parseAnswer(bytes: Buffer): PinnedResponse {
  *
  * @example
  * ```ts
- * const { status, body } = await pinnedPost(new URL("https://10.0.0.2:12250/resourcePrincipalSessionTokens"), {
- *   caPem, caSource: "/etc/kubernetes/ca.crt", headers: { authorization: "Bearer …" }, body: "{}",
- *   step: "workload identity", deadline: deadline(45),
+ * import { deadline } from "./deadline.ts";
+ *
+ * const caPem = await Deno.readTextFile("/etc/kubernetes/ca.crt");
+ * const url = new URL("https://10.0.0.2:12250/resourcePrincipalSessionTokens");
+ * const { status, body } = await pinnedPost(url, {
+ *   caPem,
+ *   caSource: "/etc/kubernetes/ca.crt",
+ *   headers: { "content-type": "application/json" },
+ *   body: "{}",
+ *   step: "workload identity",
+ *   deadline: deadline(45),
  * });
  * ```
  */

@@ -81,7 +81,16 @@ async function readClusterCa(file: string): Promise<string> {
  *
  * @example
  * ```ts
- * const session = await proxymuxSession(saToken, { url, clusterCa: "/etc/kubernetes/ca.crt", deadline: d, log });
+ * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ *
+ * declare const serviceAccountToken: string; // from kubelet's request
+ * const session = await proxymuxSession(serviceAccountToken, {
+ *   url: new URL("https://10.0.0.2:12250/resourcePrincipalSessionTokens"),
+ *   clusterCa: "/etc/kubernetes/ca.crt",
+ *   deadline: deadline(45),
+ *   log: createLogger("warn"),
+ * });
  * ```
  */
 export async function proxymuxSession(

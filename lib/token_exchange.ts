@@ -44,7 +44,19 @@ export function tokenEndpoint(base: string): URL {
  *
  * @example
  * ```ts
- * const session = await exchangeAtIdentityDomain(saToken, { identityDomainUrl, tokenType: "upst", node, deadline: d, log });
+ * import { deadline } from "./deadline.ts";
+ * import { createLogger } from "./log.ts";
+ * import type { WorkloadSession } from "./proxymux.ts";
+ *
+ * declare const serviceAccountToken: string; // from kubelet's request
+ * declare const node: WorkloadSession; // the node's instance-principal session
+ * const session = await exchangeAtIdentityDomain(serviceAccountToken, {
+ *   identityDomainUrl: "https://idcs-1.identity.oraclecloud.com",
+ *   tokenType: "upst",
+ *   node,
+ *   deadline: deadline(45),
+ *   log: createLogger("warn"),
+ * });
  * ```
  */
 export async function exchangeAtIdentityDomain(

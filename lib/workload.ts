@@ -48,7 +48,8 @@ const UID = /^[0-9a-fA-F-]{1,64}$/;
  *
  * @example
  * ```ts
- * serviceAccountOf(token).namespace; // "team-a"
+ * declare const token: string; // kubelet's serviceAccountToken
+ * serviceAccountOf(token).namespace; // e.g. "team-a"
  * ```
  */
 export function serviceAccountOf(token: string, now = Date.now() / 1000): ServiceAccountRef {
@@ -100,7 +101,8 @@ export interface CachedWorkloadToken {
  *
  * @example
  * ```ts
- * workloadTokenName(sa, "iad.ocir.io"); // "workload-team-a_puller_<uid>-iad.ocir.io.json"
+ * const sa = { namespace: "team-a", name: "puller", uid: "1b2c", expiresAt: 0 };
+ * workloadTokenName(sa, "iad.ocir.io"); // "workload-team-a_puller_1b2c-iad.ocir.io.json"
  * ```
  */
 export function workloadTokenName(sa: ServiceAccountRef, host: string): string {
@@ -113,7 +115,8 @@ export function workloadTokenName(sa: ServiceAccountRef, host: string): string {
  *
  * @example
  * ```ts
- * const cached = await readWorkloadToken(dir, sa, "iad.ocir.io");
+ * declare const sa: ServiceAccountRef;
+ * const cached = await readWorkloadToken("/var/lib/oke-credential-provider", sa, "iad.ocir.io");
  * ```
  */
 export async function readWorkloadToken(
@@ -253,7 +256,12 @@ async function exchange(
  *
  * @example
  * ```ts
- * const { token, seconds } = await workloadDockerToken(request.serviceAccountToken!, registry, settings);
+ * import { ocirHost } from "./image.ts";
+ *
+ * declare const serviceAccountToken: string; // from kubelet's request
+ * declare const settings: WorkloadSettings;
+ * const registry = ocirHost("iad.ocir.io")!;
+ * const { token, seconds } = await workloadDockerToken(serviceAccountToken, registry, settings);
  * ```
  */
 export async function workloadDockerToken(
