@@ -150,8 +150,15 @@ test("doctor shows the background refresh's record: a failure with its reason, o
 });
 
 // --service-account-token: the per-workload exchange and docker token, each failure explained.
-const workloadDir = await Deno.makeTempDir({ prefix: "okecp-doctor-wi-" });
-addEventListener("unload", () => Deno.removeSync(workloadDir, { recursive: true }));
+// Token files where the plugin may read them (its cache root).
+const workloadDir = await makeCacheDir("wi-");
+addEventListener("unload", () => {
+  try {
+    Deno.removeSync(workloadDir, { recursive: true });
+  } catch {
+    // the cache root's own clean-up may have come first
+  }
+});
 const A = { namespace: "team-a", name: "puller", uid: crypto.randomUUID() };
 const tokenFile = async (opts = {}, sa = A) => {
   const cluster = await emu.startCluster();

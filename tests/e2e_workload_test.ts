@@ -18,7 +18,7 @@ import { type Distribution, startDistribution } from "./registry/distribution.ts
 import { writeOciLayout } from "./registry/oci_layout.ts";
 import { skopeo } from "./registry/skopeo.ts";
 import { toolGate } from "./registry/tools.ts";
-import { federationArgs, okeArgs } from "./support/workload.ts";
+import { federationArgs, okeArgs, readableCopy } from "./support/workload.ts";
 
 const HOST = "iad.ocir.io";
 const NAME = "workload identity end to end: each service account pulls its own repository";
@@ -320,14 +320,7 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
       const marks = cluster.proxymuxLog.length;
       const run = await plugin(
         request(ref("team-a"), await token(A), OPTED_IN),
-        [
-          "--workload-identity",
-          "oke",
-          "--proxymux-url",
-          cluster.proxymuxUrl,
-          "--cluster-ca",
-          emu.caFile,
-        ],
+        okeArgs(cluster, readableCopy(emu.caFile)),
         await fresh("cache"),
       );
       failsNaming(
@@ -352,14 +345,8 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
           args: [
             "--cache-dir",
             await fresh("cache"),
-            "--workload-identity",
-            "oke",
-            "--proxymux-url",
-            impostor.url,
-            "--cluster-ca",
-            cluster.caFile,
+            ...okeArgs(cluster).map((a) => a === cluster.proxymuxUrl ? impostor.url : a),
           ],
-          permissions: permissionFlags([work], [cluster.caFile]),
           killAfterMs: 40_000,
         }).done;
         outputs.push(run2.stderr);
@@ -385,7 +372,6 @@ async function scenario(t: Deno.TestContext, { emu, cluster, work, ref }: Setup)
         stdin: request(ref("team-a"), await token(A), OPTED_IN),
         env: { ...emu.env, NO_PROXY: noProxy },
         args: ["--cache-dir", await fresh("cache"), ...oke],
-        permissions: permissionFlags([work], [cluster.caFile]),
         killAfterMs: 40_000,
       }).done;
       outputs.push(run.stderr);

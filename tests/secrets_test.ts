@@ -13,8 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { API_VERSIONS, PULL_IDENTITY_ANNOTATION } from "../lib/kubelet.ts";
-import { permissionFlags } from "../scripts/build.ts";
-import { startPlugin } from "./plugin_process.ts";
+import { makeCacheDir, startPlugin } from "./support/plugin_process.ts";
 import { federationArgs, okeArgs } from "./support/workload.ts";
 import type { Emulator, RequestLogEntry } from "./emulator/mod.ts";
 import { emulatorTest } from "./support/emulator.ts";
@@ -134,7 +133,7 @@ emulatorTest(
         ) {
           const token = await cluster.mintServiceAccountToken(sa, opts);
           watch.add(`service-account token (${what})`, token);
-          const dir = await Deno.makeTempDir({ prefix: "okecp-secrets-wi-" });
+          const dir = await makeCacheDir("wi-");
           dirs.push(dir);
           const run = await startPlugin({
             stdin: JSON.stringify({
@@ -146,8 +145,6 @@ emulatorTest(
             }),
             env: emu.env,
             args: ["--cache-dir", dir, "--log-level", "debug", ...args],
-            // The release set, with this run's cache directory and the cluster CA.
-            permissions: permissionFlags([dir], [cluster.caFile]),
             killAfterMs: 40_000,
           }).done;
           // The emulated trust names no audience, so the identity domain takes any (unverified
