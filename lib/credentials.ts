@@ -11,6 +11,7 @@
 
 import {
   type CachedDockerToken,
+  DEFAULT_CACHE_DIR,
   prepareCacheDir,
   readDockerToken,
   withCacheLock,
@@ -40,7 +41,7 @@ export interface Settings {
   deadline: Deadline;
   log: Logger;
   /** `--check-pull`: the image to check the new token against. */
-  checkPull?: ImageReference;
+  pullCheckImage?: ImageReference;
 }
 
 /** How long a token that cannot read the image is reused: long enough to spare a storm, short
@@ -52,7 +53,7 @@ function cacheProblem(e: unknown): string {
   // The released binary may write only where scripts/build.ts allows; Deno's own message would
   // advise a flag that a compiled binary cannot take.
   if (e instanceof Deno.errors.NotCapable) {
-    return "it is outside the paths this binary may write (/var/lib/oke-credential-provider); use the default --cache-dir or mount storage there";
+    return `it is outside the paths this binary may write (${DEFAULT_CACHE_DIR}); use the default --cache-dir or mount storage there`;
   }
   return e instanceof PluginError && e.step === "cache" ? e.reason : describe(e);
 }
@@ -163,7 +164,9 @@ async function coldPath(
     tenancy: identity.tenancy,
   };
   // 4. Checked if asked, and cached.
-  if (settings.checkPull && !await canPull(settings.checkPull, entry, identity, settings)) {
+  if (
+    settings.pullCheckImage && !await canPull(settings.pullCheckImage, entry, identity, settings)
+  ) {
     entry.refreshAt = Math.min(entry.refreshAt, obtainedAt + DENIED_TOKEN_SECONDS);
     entry.denied = true;
   }

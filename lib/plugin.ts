@@ -163,7 +163,7 @@ export async function provide(
       federationEndpoint: options.federationEndpoint,
       deadline: d,
       log,
-      checkPull: options.checkPull ? image : undefined,
+      pullCheckImage: options.checkPull ? image : undefined,
     });
   }
 }

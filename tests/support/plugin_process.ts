@@ -42,8 +42,7 @@ export function cacheRoot(): string {
 
 /**
  * A fresh, empty cache directory the plugin under test may write: under {@linkcode cacheRoot}.
- * The caller removes it. Names stay short: the log redacts any run of 80 or more base64-alphabet
- * characters, which a long path (with a test's file names below it) can be.
+ * The caller removes it.
  */
 export async function makeCacheDir(prefix = "t-"): Promise<string> {
   try {
