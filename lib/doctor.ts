@@ -13,7 +13,7 @@
 
 import { readRefreshRecord } from "./cache.ts";
 import { describe, PluginError } from "./errors.ts";
-import { federate, federationUrl, generateSessionKey } from "./federation.ts";
+import { federationUrl } from "./federation.ts";
 import type { Deadline } from "./deadline.ts";
 import { call } from "./http.ts";
 import { type InstanceIdentity, instanceIdentity } from "./identity.ts";
@@ -30,6 +30,7 @@ import { proxymuxSession, type WorkloadSession } from "./proxymux.ts";
 import { exchangeAtIdentityDomain } from "./token_exchange.ts";
 import { serviceAccountOf } from "./workload.ts";
 import type { IssuedToken } from "./token.ts";
+import { openSession, type Session } from "./session.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
 type Outcome<T> = { value: T; detail: string };
@@ -163,6 +164,13 @@ export async function doctor(
     );
   }
 
+  // The cold path's session step (lib/session.ts) without a cache: opened first, as the cold path
+  // does, so that its key is made while IMDS answers.
+  const session = await openSession(undefined, {
+    federationEndpoint: options.federationEndpoint,
+    deadline: d,
+    log,
+  });
   const docs = await report.check<InstanceDocuments>("IMDS", async () => {
     const value = await fetchInstanceDocuments({
       baseUrls: options.imdsBaseUrls,
@@ -203,10 +211,8 @@ export async function doctor(
   const authUrl = identity && federationUrl(identity.region, options.federationEndpoint);
   report.note("auth endpoint", () => authUrl!.href);
 
-  let sessionKey: CryptoKeyPair | undefined;
-  const token = await report.check<IssuedToken>("federation", async () => {
-    sessionKey = await generateSessionKey();
-    const value = await federate(identity!, sessionKey, { url: authUrl!, deadline: d, log });
+  const instance = await report.check<Session>("federation", async () => {
+    const value = await session.get(identity!);
     return {
       value,
       detail: `security token valid until ${new Date(value.expiresAt * 1000).toISOString()}`,
@@ -230,7 +236,7 @@ export async function doctor(
 
   const host = image ? ocirHost(image.registry)!.host : identity && homeRegistry(identity);
   // With a service-account token, the registry is asked with the workload's identity instead.
-  let signer = token && sessionKey && { token: token.token, privateKey: sessionKey.privateKey };
+  let signer: Pick<Session, "token" | "privateKey"> | undefined = instance;
   let policy = () => policyHint(identity?.compartment);
   if (options.serviceAccountTokenFile !== undefined) {
     const workload = await workloadChecks(options, report, signer, { deadline: d, log });

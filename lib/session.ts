@@ -22,10 +22,11 @@ import type { Deadline } from "./deadline.ts";
 import type { InstanceIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 
-/** A usable session: the security token and its private key. */
+/** A usable session: the security token, its private key and its expiry (epoch seconds). */
 export interface Session {
   token: string;
   privateKey: CryptoKey;
+  expiresAt: number;
 }
 
 /** What federating needs besides the identity. */
@@ -116,7 +117,7 @@ async function federateWith(
         privateKey: pkcs8.toBase64(),
       }));
   }
-  return { token: st.token, privateKey: pair.privateKey };
+  return { token: st.token, privateKey: pair.privateKey, expiresAt: st.expiresAt };
 }
 
 /**
@@ -171,7 +172,7 @@ export async function openSession(
         false,
         ["sign"],
       );
-      return { token: saved.token, privateKey };
+      return { token: saved.token, privateKey, expiresAt: saved.expiresAt };
     },
     async renew(identity) {
       reused = false;
