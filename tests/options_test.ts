@@ -76,13 +76,7 @@ Deno.test("parseOptions knows the commands", async () => {
   const doctor = await parseOptions(["doctor", "--image", "iad.ocir.io/ns/a:1"], noEnv);
   assert.equal(doctor.command, "doctor");
   assert.equal(doctor.image, "iad.ocir.io/ns/a:1");
-  const warm = await parseOptions([
-    "warm",
-    "--registry",
-    "iad.ocir.io",
-    "--registry",
-    "fra.ocir.io",
-  ]);
+  const warm = await parseOptions("warm --registry iad.ocir.io --registry fra.ocir.io".split(" "));
   assert.equal(warm.command, "warm");
   assert.deepEqual(warm.registries, ["iad.ocir.io", "fra.ocir.io"]);
   assert.deepEqual((await parseOptions(["warm"], noEnv)).registries, []);

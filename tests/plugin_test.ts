@@ -46,6 +46,22 @@ const provide = (
     args: ["--cache-dir", cacheDir, ...args],
   });
 
+/**
+ * The cache directory's files once the run's background work is over; asserts that its tokens
+ * (the status record apart) are `host`'s docker token, the session, its spare key and the lock.
+ */
+async function assertCachedFiles(cacheDir: string, host: string): Promise<string[]> {
+  await settled(cacheDir);
+  const files = [...Deno.readDirSync(cacheDir)].map((e) => e.name).sort();
+  assert.deepEqual(files.filter((name) => !name.startsWith("status-")), [
+    `docker-${host}.json`,
+    "lock",
+    "session-key.spare.json",
+    "session.json",
+  ]);
+  return files;
+}
+
 /** Asserts a successful answer for `host` and returns its password. */
 function credentialsFor(
   run: PluginRun,
@@ -127,13 +143,8 @@ test("iad.ocir.io: the answer carries credentials the stand-in's registry accept
       seen,
       "no network at all",
     );
-    await settled(cacheDir);
-    const files = [...Deno.readDirSync(cacheDir)].map((e) => e.name).sort();
-    assert.deepEqual(files, [
-      "docker-iad.ocir.io.json",
-      "lock",
-      "session-key.spare.json",
-      "session.json",
+    const files = await assertCachedFiles(cacheDir, "iad.ocir.io");
+    assert.deepEqual(files.filter((name) => name.startsWith("status-")), [
       "status-iad.ocir.io.hits", // the record of the calls, for `status`
       "status-iad.ocir.io.json",
     ]);
@@ -329,16 +340,8 @@ test("a rotated certificate drops the cached tokens and federates again", async 
       "us-ashburn-1.ocir.io",
     );
     assert.equal(emu.counters.federations, 2);
-    await settled(cacheDir);
     // The tokens made with the old certificate are gone; the record of the calls stays.
-    const files = [...Deno.readDirSync(cacheDir)].map((e) => e.name).sort()
-      .filter((name) => !name.startsWith("status-"));
-    assert.deepEqual(files, [
-      "docker-us-ashburn-1.ocir.io.json",
-      "lock",
-      "session-key.spare.json",
-      "session.json",
-    ]);
+    await assertCachedFiles(cacheDir, "us-ashburn-1.ocir.io");
   });
 });
 
