@@ -29,7 +29,6 @@ import { statusReport, statusText } from "./status_report.ts";
 import { proxymuxSession, type WorkloadSession } from "./proxymux.ts";
 import { exchangeAtIdentityDomain } from "./token_exchange.ts";
 import { serviceAccountOf } from "./workload.ts";
-import type { IssuedToken } from "./token.ts";
 import { openSession, type Session } from "./session.ts";
 
 /** A check's outcome: what it found, or why it failed and what to do. */
