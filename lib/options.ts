@@ -161,18 +161,15 @@ function httpsUrl(value: string, source: string): string {
 
 /** The per-workload settings from the environment (kubelet's `env`); flags override them. */
 function workloadFromEnv(options: Options, env: (name: string) => string | undefined): void {
-  const backend = env("OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY");
-  if (backend) {
-    options.workloadIdentity = oneOf(
-      backend,
-      BACKENDS,
-      "OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY",
-    );
-  }
-  const node = env("OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY");
-  if (node) {
-    options.nodeIdentity = oneOf(node, NODE_IDENTITY, "OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY");
-  }
+  // A variable that is set must name one of `allowed`.
+  const choice = <T extends string>(name: string, allowed: readonly T[]) => {
+    const value = env(name);
+    return value ? oneOf(value, allowed, name) : undefined;
+  };
+  const backend = choice("OKE_CREDENTIAL_PROVIDER_WORKLOAD_IDENTITY", BACKENDS);
+  if (backend) options.workloadIdentity = backend;
+  options.nodeIdentity = choice("OKE_CREDENTIAL_PROVIDER_NODE_IDENTITY", NODE_IDENTITY) ??
+    options.nodeIdentity;
   const proxymux = env("OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL");
   if (proxymux) options.proxymuxUrl = httpsUrl(proxymux, "OKE_CREDENTIAL_PROVIDER_PROXYMUX_URL");
   options.clusterCa = env("OKE_CREDENTIAL_PROVIDER_CLUSTER_CA") || options.clusterCa;
@@ -180,14 +177,9 @@ function workloadFromEnv(options: Options, env: (name: string) => string | undef
   if (domain) {
     options.identityDomainUrl = httpsUrl(domain, "OKE_CREDENTIAL_PROVIDER_IDENTITY_DOMAIN_URL");
   }
-  const type = env("OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE");
-  if (type) {
-    options.federationTokenType = oneOf(
-      type,
-      TOKEN_TYPES,
-      "OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE",
-    );
-  }
+  options.federationTokenType =
+    choice("OKE_CREDENTIAL_PROVIDER_FEDERATION_TOKEN_TYPE", TOKEN_TYPES) ??
+      options.federationTokenType;
 }
 
 const BACKENDS = ["oke", "federation"] as const;
