@@ -279,7 +279,7 @@ async function scenario(t: Deno.TestContext, { emu, shortLived, registry, work, 
     assert.match(missing.manifest, /readable but not found \(HTTP 404/);
     const checked = await checkPull();
     assert.equal(checked.stderr, "");
-    assert.match(checked.response!.cacheDuration, /^(1[89]|2[012])m\d+s$/);
+    assert.match(checked.response!.cacheDuration, /^(1[789]|2[012])m\d+s$/);
     assert.ok(checked.refreshIn > 1000);
   });
 
