@@ -11,7 +11,7 @@ import { call, readJson } from "./http.ts";
 import type { InstanceIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import type { Region } from "./regions.ts";
-import { signRequest } from "./signer.ts";
+import { signedPost } from "./signer.ts";
 import type { IssuedToken } from "./token.ts";
 
 /**
@@ -126,23 +126,13 @@ export async function federate(
   }));
   const keyId = `${identity.tenancy}/fed-x509-sha256/${identity.fingerprint}`;
   const host = options.url.host;
-  const response = await call(options.url, async () => {
-    const request = {
-      method: "POST",
-      url: options.url,
-      headers: new Headers({ "content-type": "application/json" }),
-      body,
-    };
-    // As OCI's Go and Python SDKs sign it: no `host`.
-    await signRequest(request, { keyId, key: identity.privateKey }, [
-      "date",
-      "(request-target)",
-      "content-length",
-      "content-type",
-      "x-content-sha256",
-    ]);
-    return { method: "POST", headers: request.headers, body };
-  }, {
+  // As OCI's Go and Python SDKs sign it: no `host`.
+  const signed = ["date", "(request-target)", "content-length", "content-type", "x-content-sha256"];
+  const post = signedPost(options.url, "application/json", body, {
+    keyId,
+    key: identity.privateKey,
+  }, signed);
+  const response = await call(options.url, post, {
     step: "federation",
     deadline: options.deadline,
     log: options.log,

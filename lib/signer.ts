@@ -98,3 +98,34 @@ export async function signRequest(
     }",signature="${signature.toBase64()}"`,
   );
 }
+
+/**
+ * A signed POST of `body` to `url`, made anew each time it is called, so that every retry of it
+ * carries a fresh date. `names` as in {@linkcode signRequest}.
+ *
+ * @example
+ * ```ts
+ * declare const signer: Signer;
+ * const url = new URL("https://auth.us-ashburn-1.oraclecloud.com/v1/x509");
+ * const post = signedPost(url, "application/json", new TextEncoder().encode("{}"), signer);
+ * await fetch(url, await post());
+ * ```
+ */
+export function signedPost(
+  url: URL,
+  contentType: string,
+  body: Uint8Array,
+  signer: Signer,
+  names?: string[],
+): () => Promise<RequestInit> {
+  return async () => {
+    const request = {
+      method: "POST",
+      url,
+      headers: new Headers({ "content-type": contentType }),
+      body,
+    };
+    await signRequest(request, signer, names);
+    return { method: "POST", headers: request.headers, body: body as Uint8Array<ArrayBuffer> };
+  };
+}

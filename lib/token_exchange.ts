@@ -13,7 +13,7 @@ import type { Deadline } from "./deadline.ts";
 import { call, readJson } from "./http.ts";
 import type { Logger } from "./log.ts";
 import type { WorkloadSession } from "./proxymux.ts";
-import { headersToSign, signRequest } from "./signer.ts";
+import { signedPost } from "./signer.ts";
 
 /** What the exchange needs. */
 export interface TokenExchangeOptions {
@@ -75,19 +75,11 @@ export async function exchangeAtIdentityDomain(
     ...(options.tokenType === "rpst" ? { res_type: "k8sworkload" } : {}),
   });
   const body = new TextEncoder().encode(form.toString());
-  const response = await call(url, async () => {
-    const request = {
-      method: "POST",
-      url,
-      headers: new Headers({ "content-type": "application/x-www-form-urlencoded" }),
-      body,
-    };
-    await signRequest(request, {
-      keyId: `ST$${options.node.token}`,
-      key: options.node.privateKey,
-    }, headersToSign("POST"));
-    return { method: "POST", headers: request.headers, body };
-  }, {
+  const post = signedPost(url, "application/x-www-form-urlencoded", body, {
+    keyId: `ST$${options.node.token}`,
+    key: options.node.privateKey,
+  });
+  const response = await call(url, post, {
     step: "workload identity",
     deadline: options.deadline,
     log: options.log,
