@@ -7,7 +7,7 @@
 
 import type { Deadline } from "./deadline.ts";
 import { PluginError } from "./errors.ts";
-import { call, readJson } from "./http.ts";
+import { call, readToken } from "./http.ts";
 import type { InstanceIdentity } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import type { Region } from "./regions.ts";
@@ -90,6 +90,13 @@ export function decodeSecurityToken(token: string, host: string, now = Date.now(
   return { claims, expiresAt: exp, issuedAt: typeof iat === "number" ? iat : Math.floor(now) };
 }
 
+/** What the auth service's error statuses most likely mean, for the operator. */
+const FEDERATION_HINTS: Record<number, string> = {
+  400: "the auth service found the request malformed; report it with the plugin's version",
+  401:
+    "the auth service rejected the instance certificate's signature: most often the node's clock is off by more than 5 minutes, else the certificate from IMDS is stale or the tenancy does not match",
+};
+
 /** Where and how to federate. */
 export interface FederationOptions {
   url: URL;
@@ -137,17 +144,9 @@ export async function federate(
     deadline: options.deadline,
     log: options.log,
     retryOn: [429, 500, 502, 503, 504],
-    hint: (status) =>
-      status === 401
-        ? "the auth service rejected the instance certificate's signature: most often the node's clock is off by more than 5 minutes, else the certificate from IMDS is stale or the tenancy does not match"
-        : status === 400
-        ? "the auth service found the request malformed; report it with the plugin's version"
-        : undefined,
+    hint: (status) => FEDERATION_HINTS[status],
   });
-  const { token } = await readJson(response, "federation");
-  if (typeof token !== "string" || token === "") {
-    throw new PluginError("federation", "BAD_RESPONSE", "the answer has no token", { host });
-  }
+  const token = await readToken(response, "federation");
   const { claims, issuedAt, expiresAt } = decodeSecurityToken(token, host);
   // No OCI SDK checks the token's tenancy against the certificate's, and the auth service is the
   // authority on it: a difference is worth a note for debugging, not a failed pull.

@@ -265,3 +265,23 @@ export async function readJson(response: Response, step: Step): Promise<Record<s
     },
   );
 }
+
+/**
+ * Reads an answer of the form `{"token": "…"}` (the auth service's, an identity domain's) and
+ * returns the token, or fails as BAD_RESPONSE.
+ *
+ * @example
+ * ```ts
+ * declare const response: Response;
+ * const token = await readToken(response, "federation");
+ * ```
+ */
+export async function readToken(response: Response, step: Step): Promise<string> {
+  const { token } = await readJson(response, step);
+  if (typeof token !== "string" || token === "") {
+    throw new PluginError(step, "BAD_RESPONSE", "the answer has no token", {
+      host: new URL(response.url).host,
+    });
+  }
+  return token;
+}

@@ -7,10 +7,9 @@
  * @module
  */
 
-import { PluginError } from "./errors.ts";
 import { generateSessionKey } from "./federation.ts";
 import type { Deadline } from "./deadline.ts";
-import { call, readJson } from "./http.ts";
+import { call, readToken } from "./http.ts";
 import type { Logger } from "./log.ts";
 import type { WorkloadSession } from "./proxymux.ts";
 import { signedPost } from "./signer.ts";
@@ -38,6 +37,14 @@ export interface TokenExchangeOptions {
 export function tokenEndpoint(base: string): URL {
   return new URL(`${base.replace(/\/+$/, "")}/oauth2/v1/token`);
 }
+
+/** What the identity domain's error statuses most likely mean, for the operator. */
+const EXCHANGE_HINTS: Record<number, string> = {
+  400:
+    "the identity domain refused the service-account token: is there an Identity Propagation Trust for this cluster's issuer (with its JWKS), and is the token's audience one it accepts?",
+  401:
+    "the identity domain did not accept the node's signature: a policy must let the workers' dynamic group exchange tokens in this domain",
+};
 
 /**
  * Exchanges a service-account token for an OCI session token at the identity domain.
@@ -84,18 +91,8 @@ export async function exchangeAtIdentityDomain(
     deadline: options.deadline,
     log: options.log,
     retryOn: [429, 500, 502, 503, 504],
-    hint: (status) =>
-      status === 400
-        ? "the identity domain refused the service-account token: is there an Identity Propagation Trust for this cluster's issuer (with its JWKS), and is the token's audience one it accepts?"
-        : status === 401
-        ? "the identity domain did not accept the node's signature: a policy must let the workers' dynamic group exchange tokens in this domain"
-        : undefined,
+    hint: (status) => EXCHANGE_HINTS[status],
   });
-  const { token } = await readJson(response, "workload identity");
-  if (typeof token !== "string" || token === "") {
-    throw new PluginError("workload identity", "BAD_RESPONSE", "the answer has no token", {
-      host: url.host,
-    });
-  }
+  const token = await readToken(response, "workload identity");
   return { token, privateKey: keys.privateKey };
 }
