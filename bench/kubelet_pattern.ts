@@ -317,6 +317,16 @@ function report(name: string, p: Pattern, ref: Reference): string[][] {
     ],
     [
       name,
+      "… by how they were answered: calls, ms median / max",
+      (["fresh", "stale", "cold"] as const).map((kind) => {
+        const of = later.filter((c) => c.answered === kind).map((c) => c.ms);
+        return of.length === 0
+          ? `${kind} 0`
+          : `${kind} ${of.length}, ${ms(median(of))} / ${ms(Math.max(...of))}`;
+      }).join("; "),
+    ],
+    [
+      name,
       "auth requests per token life (federations + docker tokens)",
       `${
         ((p.federations + p.dockerTokens) / lives).toFixed(2)

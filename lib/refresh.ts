@@ -4,9 +4,11 @@
  *
  * Kubelet runs the plugin with Go's os/exec, which waits for the process to exit and for its
  * stdout/stderr pipes to close, and on its timeout kills the plugin process only. So the refresh
- * gets no stdin/stdout/stderr (null, never inherited), runs in a session of its own (setsid, not
- * killed with the plugin's process group), and its argv holds nothing secret (a host, the cache
- * directory, the timeout and the log level; kubelet's environment is inherited as it is).
+ * gets no stdin/stdout/stderr (null, never inherited) and outlives the plugin, whose exit or kill
+ * leaves it running, and its argv holds nothing secret (a host, the cache directory, the timeout
+ * and the log level; kubelet's environment is inherited as it is). It is not moved to a session
+ * of its own (Deno's `detached`): nothing kills the plugin's process group, and the setsid
+ * makes Deno fork instead of vfork, ~1 ms more on every stale call (BENCHMARKS.md).
  *
  * Of many invocations that find the token stale, one starts the refresh: the one that creates the
  * claim file. A refresh that fails is recorded with a backoff (lib/freshness.ts), so that an auth
@@ -176,7 +178,6 @@ export async function startRefresh(
       stdin: "null",
       stdout: "null",
       stderr: "null",
-      detached: true,
     }).spawn();
     child.unref();
     child.status.catch(() => {});
