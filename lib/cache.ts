@@ -1,6 +1,7 @@
 /**
- * The token cache on disk: the security token with its session key, a spare session key, one
- * docker token per registry host, and one background-refresh record per host. Files are 0600 in
+ * The token cache on disk: the security token with its session key, a spare session key and one
+ * docker token per registry host (the background refreshes' own files: lib/refresh_record.ts),
+ * and the hardened file access every cache file goes through. Files are 0600 in
  * a 0700 directory and replaced atomically (temp file, fsync, rename), so a reader never sees a
  * torn file, even when a writer is killed mid-write. Anything unreadable is treated as absent and
  * rewritten. A lock file serializes the processes that miss the cache, so that only one of them
@@ -467,124 +468,6 @@ export async function takeSpareKey(dir: string): Promise<SpareKey | undefined> {
   } finally {
     await Deno.remove(`${dir}/${taken}`).catch(() => {});
   }
-}
-
-/**
- * The outcome of the last background refresh of a host's docker token, kept in
- * `refresh-<host>.json` in the cache directory for `doctor`, status reports and the backoff:
- *
- * ```json
- * {"host":"iad.ocir.io","at":1767225600,"ok":false,"failures":3,"retryAt":1767225660,
- *  "reason":"federation: auth.us-ashburn-1.oraclecloud.com answered 503 …"}
- * ```
- *
- * `at` and `retryAt` are epoch seconds; `failures` counts failed refreshes in a row (0 after a
- * success); `reason` is the failure's one-line message (never a token), absent after a success.
- */
-export interface RefreshRecord {
-  host: string;
-  at: number;
-  ok: boolean;
-  failures: number;
-  retryAt: number;
-  reason?: string;
-}
-
-/**
- * The file of a host's refresh record.
- *
- * @example
- * ```ts
- * refreshRecordPath("/var/lib/oke-credential-provider", "iad.ocir.io");
- * // "/var/lib/oke-credential-provider/refresh-iad.ocir.io.json"
- * ```
- */
-export function refreshRecordPath(dir: string, host: string): string {
-  return `${dir}/${refreshRecordName(host)}`;
-}
-
-const refreshRecordName = (host: string) => `refresh-${host}.json`;
-
-/**
- * The last background refresh of `host`, if one was recorded.
- *
- * @example
- * ```ts
- * const record = await readRefreshRecord("/var/lib/oke-credential-provider", "iad.ocir.io");
- * if (record && !record.ok) console.log(record.reason);
- * ```
- */
-export async function readRefreshRecord(
-  dir: string,
-  host: string,
-): Promise<RefreshRecord | undefined> {
-  const v = await readJson(dir, refreshRecordName(host));
-  if (
-    !v || v.host !== host || !isTime(v.at) || typeof v.ok !== "boolean" ||
-    !Number.isInteger(v.failures) || !isTime(v.retryAt) ||
-    (v.reason !== undefined && typeof v.reason !== "string")
-  ) return undefined;
-  return v as unknown as RefreshRecord;
-}
-
-/**
- * Stores a host's refresh record. Call it holding the lock.
- *
- * @example
- * ```ts
- * const at = Date.now() / 1000;
- * await writeRefreshRecord(DEFAULT_CACHE_DIR, { host: "iad.ocir.io", at, ok: true, failures: 0, retryAt: at });
- * ```
- */
-export async function writeRefreshRecord(dir: string, record: RefreshRecord): Promise<void> {
-  await writeFileAtomically(refreshRecordPath(dir, record.host), JSON.stringify(record));
-}
-
-const claimPath = (dir: string, host: string) => `${dir}/refresh-${host}.claim`;
-
-/**
- * Claims the right to start a background refresh of `host`: true for exactly one of many
- * concurrent callers (the claim file is created exclusively). A claim older than `staleAfter`
- * seconds, or dated in the future, was left by a refresh that died: it is replaced.
- *
- * @example
- * ```ts
- * if (await claimRefresh(DEFAULT_CACHE_DIR, "iad.ocir.io", 60)) {
- *   // start the refresh; it calls releaseRefreshClaim when done
- * }
- * ```
- */
-export async function claimRefresh(
-  dir: string,
-  host: string,
-  staleAfter: number,
-): Promise<boolean> {
-  const path = claimPath(dir, host);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      (await Deno.open(path, { write: true, createNew: true, mode: 0o600 })).close();
-      return true;
-    } catch (e) {
-      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
-    }
-    const info = await Deno.lstat(path).catch(() => undefined);
-    const age = info?.mtime ? now() - info.mtime.getTime() / 1000 : 0;
-    if (info && age >= 0 && age < staleAfter) return false;
-    await Deno.remove(path).catch(() => {});
-  }
-  return false;
-}
-
-/**
- * Gives up a claim taken with {@linkcode claimRefresh}: the refresh is over.
- *
- * @example
- * ```ts
- * await releaseRefreshClaim(DEFAULT_CACHE_DIR, "iad.ocir.io");
- * ```
- */
-export async function releaseRefreshClaim(dir: string, host: string): Promise<void> {
-  await Deno.remove(claimPath(dir, host)).catch(() => {});
 }
 
 /**

@@ -5,13 +5,13 @@
  * cause and the fix. With a service-account token, the registry steps are the per-workload ones:
  * the exchange (`--workload-identity`) and the docker token with the workload's own identity (the
  * token is never printed). No cached token is used and nothing is written: this is a fresh look.
- * Last, what the background refresh recorded for each host (lib/refresh.ts). Exit status 0 only
+ * Last, what the background refresh recorded for each host (lib/refresh_record.ts). Exit status 0 only
  * if all checks pass.
  *
  * @module
  */
 
-import { readRefreshRecord } from "./cache.ts";
+import { readRefreshRecord } from "./refresh_record.ts";
 import { describe, PluginError } from "./errors.ts";
 import { federationUrl } from "./federation.ts";
 import type { Deadline } from "./deadline.ts";

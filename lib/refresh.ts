@@ -11,9 +11,8 @@
  * makes Deno fork instead of vfork, ~1 ms more on every stale call (BENCHMARKS.md).
  *
  * Of many invocations that find the token stale, one starts the refresh: the one that creates the
- * claim file. A refresh that fails is recorded with a backoff (lib/freshness.ts), so that an auth
- * service that is down is not asked by every call; the record (`refresh-<host>.json`) keeps the
- * reason for `doctor`. The refresh itself takes the cache lock like the cold path and writes
+ * claim file. A refresh that fails is recorded with a backoff (lib/refresh_record.ts), so that an
+ * auth service that is down is not asked by every call; the record keeps the reason for `doctor`. The refresh itself takes the cache lock like the cold path and writes
  * atomically, so a refresh killed at any point leaves the last good token in place.
  *
  * This module is on the stale path: it imports nothing heavy; the refresh's own work is loaded
@@ -22,17 +21,15 @@
  * @module
  */
 
+import { describe } from "./errors.ts";
+import type { Level, Logger } from "./log.ts";
+import { ENV_VARIABLES } from "./options.ts";
 import {
   claimRefresh,
   readRefreshRecord,
+  recordRefresh,
   releaseRefreshClaim,
-  withCacheLock,
-  writeRefreshRecord,
-} from "./cache.ts";
-import { describe } from "./errors.ts";
-import { backoffSeconds } from "./freshness.ts";
-import type { Level, Logger } from "./log.ts";
-import { ENV_VARIABLES } from "./options.ts";
+} from "./refresh_record.ts";
 
 /** What a refresh process is told. */
 export interface RefreshSettings {
@@ -196,39 +193,3 @@ export async function startRefresh(
 }
 
 const iso = (seconds: number) => new Date(seconds * 1000).toISOString();
-
-/**
- * Records the outcome of a refresh of `host`, under the cache lock (waiting at most until
- * `signal` aborts): a success resets the count, a failure (`reason`) sets the time before the
- * next attempt from the count and the token's life.
- *
- * @example
- * ```ts
- * const dir = "/var/lib/oke-credential-provider";
- * await recordRefresh(dir, "iad.ocir.io", 3600, AbortSignal.timeout(5000), "OCIR token: HTTP 503");
- * ```
- */
-export async function recordRefresh(
-  dir: string,
-  host: string,
-  life: number,
-  signal: AbortSignal,
-  reason?: string,
-): Promise<void> {
-  await withCacheLock(dir, signal, async () => {
-    const at = Date.now() / 1000;
-    if (reason === undefined) {
-      return await writeRefreshRecord(dir, { host, at, ok: true, failures: 0, retryAt: at });
-    }
-    const last = await readRefreshRecord(dir, host);
-    const failures = (last && !last.ok ? last.failures : 0) + 1;
-    await writeRefreshRecord(dir, {
-      host,
-      at,
-      ok: false,
-      failures,
-      retryAt: at + backoffSeconds(failures, life),
-      reason,
-    });
-  });
-}

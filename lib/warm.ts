@@ -8,14 +8,7 @@
  * @module
  */
 
-import {
-  type CachedDockerToken,
-  hasSpareKey,
-  prepareCacheDir,
-  readDockerToken,
-  readRefreshRecord,
-  releaseRefreshClaim,
-} from "./cache.ts";
+import { type CachedDockerToken, hasSpareKey, prepareCacheDir, readDockerToken } from "./cache.ts";
 import { obtainDockerToken, type Settings } from "./credentials.ts";
 import { describe, PluginError } from "./errors.ts";
 import type { Deadline } from "./deadline.ts";
@@ -24,7 +17,7 @@ import { type OcirHost, ocirHost, regionRegistryHosts } from "./image.ts";
 import { fetchInstanceDocuments } from "./imds.ts";
 import type { Logger } from "./log.ts";
 import type { Options } from "./options.ts";
-import { recordRefresh } from "./refresh.ts";
+import { readRefreshRecord, recordRefresh, releaseRefreshClaim } from "./refresh_record.ts";
 import { makeSpareKey } from "./session.ts";
 import { failureOf, type OutcomeReport, recordOutcome } from "./status.ts";
 

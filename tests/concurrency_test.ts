@@ -5,7 +5,8 @@
  * its cold path, leaves no deadlock and no corrupt file behind.
  */
 import assert from "node:assert/strict";
-import { readDockerToken, readRefreshRecord, readSession } from "../lib/cache.ts";
+import { readDockerToken, readSession } from "../lib/cache.ts";
+import { readRefreshRecord } from "../lib/refresh_record.ts";
 import { readStatus } from "../lib/status_record.ts";
 import { emulatorTest, type Rig, waitForRequest } from "./support/emulator.ts";
 import { LOG_LINE } from "./support/fault_scenarios.ts";

@@ -1,7 +1,7 @@
 /** `doctor` on the emulator: all good, then one failure of each kind with its cause and fix. */
 import assert from "node:assert/strict";
 import { type Emulator, startEmulator } from "./emulator/mod.ts";
-import { writeRefreshRecord } from "../lib/cache.ts";
+import { writeRefreshRecord } from "../lib/refresh_record.ts";
 import { makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 import { federationArgs, okeArgs } from "./support/workload.ts";
 

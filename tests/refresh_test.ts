@@ -6,13 +6,8 @@
  * back) is never answered; `warm` fills the cache. All with real plugin processes on the emulator.
  */
 import assert from "node:assert/strict";
-import {
-  type CachedDockerToken,
-  dockerTokenPath,
-  readDockerToken,
-  readRefreshRecord,
-  refreshRecordPath,
-} from "../lib/cache.ts";
+import { type CachedDockerToken, dockerTokenPath, readDockerToken } from "../lib/cache.ts";
+import { readRefreshRecord, refreshRecordPath } from "../lib/refresh_record.ts";
 import type { Emulator, EmulatorOptions } from "./emulator/mod.ts";
 import { emulatorTest } from "./support/emulator.ts";
 import {
