@@ -1,11 +1,11 @@
 /**
  * The token cache on disk: the security token with its session key, a spare session key and one
  * docker token per registry host (the background refreshes' own files: lib/refresh_record.ts),
- * and the hardened file access every cache file goes through. Files are 0600 in
- * a 0700 directory and replaced atomically (temp file, fsync, rename), so a reader never sees a
- * torn file, even when a writer is killed mid-write. Anything unreadable is treated as absent and
- * rewritten. A lock file serializes the processes that miss the cache, so that only one of them
- * federates; the kernel drops the lock if its holder dies. When an entry may be answered is
+ * and the hardened file access every cache file goes through. Files are 0600 in a 0700 directory
+ * and replaced atomically (temp file, fsync, rename), so a reader never sees a torn file, even
+ * when a writer is killed mid-write. Anything unreadable is treated as absent and rewritten. A
+ * lock file serializes the processes that miss the cache, so that only one of them federates;
+ * the kernel drops the lock if its holder dies. When an entry may be answered is
  * lib/freshness.ts's to say.
  *
  * The plugin runs as root, so a directory or file someone else controls must never be trusted:

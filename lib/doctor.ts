@@ -5,8 +5,8 @@
  * cause and the fix. With a service-account token, the registry steps are the per-workload ones:
  * the exchange (`--workload-identity`) and the docker token with the workload's own identity (the
  * token is never printed). No cached token is used and nothing is written: this is a fresh look.
- * Last, what the background refresh recorded for each host (lib/refresh_record.ts). Exit status 0 only
- * if all checks pass.
+ * Last, what the background refresh recorded for each host (lib/refresh_record.ts). Exit status 0
+ * only if all checks pass.
  *
  * @module
  */
