@@ -5,8 +5,8 @@
  * cause and the fix. With a service-account token, the registry steps are the per-workload ones:
  * the exchange (`--workload-identity`) and the docker token with the workload's own identity (the
  * token is never printed). No cached token is used and nothing is written: this is a fresh look.
- * Last, what the background refresh recorded for each host (lib/refresh_record.ts). Exit status 0
- * only if all checks pass.
+ * Last, what the background refresh recorded for hosts `status` had nothing on
+ * (lib/refresh_record.ts). Exit status 0 only if all checks pass.
  *
  * @module
  */
@@ -129,8 +129,11 @@ export async function doctor(
   { deadline: d, log, print }: DoctorContext,
 ): Promise<number> {
   print("what happened (the calls recorded on this node, as `status` prints them):");
+  // Hosts whose refreshes `status` has shown already: the last section leaves them out.
+  const shown = new Set<string>();
   try {
     const records = await readStatus(options.cacheDir);
+    for (const record of records) shown.add(record.host);
     const text = statusText(statusReport(options.cacheDir, records, Date.now() / 1000));
     for (const line of text.split("\n")) print(`  ${line}`);
   } catch (e) {
@@ -288,15 +291,21 @@ export async function doctor(
           : "check the network path to the registry host (proxy, DNS, firewall)",
     );
   }
-  await backgroundRefreshes(options.cacheDir, print);
+  await backgroundRefreshes(options.cacheDir, shown, print);
   return report.failed ? 1 : 0;
 }
 
 /**
- * What the background refresh last did for each host with a record in the cache directory (the
- * tokens themselves are not read), and how to warm a cache that has none.
+ * What the background refresh last did for each host with a record in the cache directory but
+ * none of its calls recorded for `status` (recording off, or its record unwritable): the others'
+ * refreshes were shown with their calls. The tokens themselves are not read. Then whether the
+ * refresh can start at all, and how to warm a cache that has no record.
  */
-async function backgroundRefreshes(dir: string, print: (line: string) => void): Promise<void> {
+async function backgroundRefreshes(
+  dir: string,
+  shown: ReadonlySet<string>,
+  print: (line: string) => void,
+): Promise<void> {
   const hosts: string[] = [];
   try {
     for await (const entry of Deno.readDir(dir)) {
@@ -307,7 +316,7 @@ async function backgroundRefreshes(dir: string, print: (line: string) => void): 
     // no cache directory (yet), or not readable here: nothing recorded
   }
   const iso = (s: number) => new Date(s * 1000).toISOString();
-  for (const host of hosts.sort()) {
+  for (const host of hosts.sort().filter((h) => !shown.has(h))) {
     const r = await readRefreshRecord(dir, host);
     if (!r) continue;
     print(

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { type Emulator, startEmulator } from "./emulator/mod.ts";
 import { writeRefreshRecord } from "../lib/refresh_record.ts";
+import { recordOutcome } from "../lib/status.ts";
 import { makeCacheDir, runPlugin } from "./support/plugin_process.ts";
 import { federationArgs, okeArgs } from "./support/workload.ts";
 
@@ -147,6 +148,33 @@ test("doctor shows the background refresh's record: a failure with its reason, o
     run.lines.at(-1)!,
     /^! refresh +iad\.ocir\.io: 3 background refresh\(es\) failed, .*\(OCIR token iad\.ocir\.io: HTTP 503\); next try from /,
   );
+});
+
+test("doctor shows a refresh once: with the host's recorded calls when it has them", async () => {
+  const cacheDir = await makeCacheDir("d-");
+  const at = Date.now() / 1000;
+  const failure = { failures: 2, retryAt: at + 60, reason: "OCIR token iad.ocir.io: HTTP 503" };
+  // iad: the refresh process recorded its failure both for `status` and for the backoff.
+  await writeRefreshRecord(cacheDir, { host: "iad.ocir.io", at, ok: false, ...failure });
+  await recordOutcome(cacheDir, "iad.ocir.io", {
+    outcome: "refresh-failed",
+    error: { step: "OCIR token", code: "HTTP_503", host: "iad.ocir.io", message: "HTTP 503" },
+    backoffUntil: failure.retryAt,
+  });
+  // fra: only the refresh record (recording was off).
+  await writeRefreshRecord(cacheDir, {
+    host: "fra.ocir.io",
+    at,
+    ok: true,
+    failures: 0,
+    retryAt: at,
+  });
+  const run = await doctor(["--cache-dir", cacheDir]);
+  await Deno.remove(cacheDir, { recursive: true });
+  assert.equal(run.code, 0, run.stdout);
+  assert.match(run.stdout, /\n {4}refresh +last failed .*; backing off until /);
+  assert.equal(run.stdout.match(/iad\.ocir\.io: .*background refresh/g), null, run.stdout);
+  assert.match(run.lines.at(-1)!, /^✓ refresh +fra\.ocir\.io: last background refresh succeeded/);
 });
 
 // --service-account-token: the per-workload exchange and docker token, each failure explained.
