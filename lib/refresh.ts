@@ -12,8 +12,9 @@
  *
  * Of many invocations that find the token stale, one starts the refresh: the one that creates the
  * claim file. A refresh that fails is recorded with a backoff (lib/refresh_record.ts), so that an
- * auth service that is down is not asked by every call; the record keeps the reason for `doctor`. The refresh itself takes the cache lock like the cold path and writes
- * atomically, so a refresh killed at any point leaves the last good token in place.
+ * auth service that is down is not asked by every call; the record keeps the reason for `doctor`.
+ * The refresh itself takes the cache lock like the cold path and writes atomically, so a refresh
+ * killed at any point leaves the last good token in place.
  *
  * This module is on the stale path: it imports nothing heavy; the refresh's own work is loaded
  * in the refresh process.

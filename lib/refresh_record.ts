@@ -153,7 +153,7 @@ export async function recordRefresh(
   reason?: string,
 ): Promise<void> {
   await withCacheLock(dir, signal, async () => {
-    const at = Date.now() / 1000;
+    const at = now();
     if (reason === undefined) {
       return await writeRefreshRecord(dir, { host, at, ok: true, failures: 0, retryAt: at });
     }

@@ -122,7 +122,11 @@ test("doctor --image refuses a non-OCIR image before contacting anything", async
   assert.equal(emu.requests.length, before);
 });
 
-test("doctor shows the background refresh's record: a failure with its reason, or success", async () => {
+/**
+ * A cache directory with two refresh records, iad's failed (three times, until a minute from now)
+ * and fra's succeeded; `more` adds to it before doctor runs there. The directory is removed after.
+ */
+async function doctorOnRefreshRecords(more: (dir: string, retryAt: number) => Promise<void>) {
   const cacheDir = await makeCacheDir("d-");
   const at = Date.now() / 1000;
   await writeRefreshRecord(cacheDir, {
@@ -140,8 +144,14 @@ test("doctor shows the background refresh's record: a failure with its reason, o
     failures: 0,
     retryAt: at,
   });
+  await more(cacheDir, at + 60);
   const run = await doctor(["--cache-dir", cacheDir]);
   await Deno.remove(cacheDir, { recursive: true });
+  return run;
+}
+
+test("doctor shows the background refresh's record: a failure with its reason, or success", async () => {
+  const run = await doctorOnRefreshRecords(async () => {});
   assert.equal(run.code, 0, run.stdout);
   assert.match(run.lines.at(-2)!, /^✓ refresh +fra\.ocir\.io: last background refresh succeeded/);
   assert.match(
@@ -151,26 +161,15 @@ test("doctor shows the background refresh's record: a failure with its reason, o
 });
 
 test("doctor shows a refresh once: with the host's recorded calls when it has them", async () => {
-  const cacheDir = await makeCacheDir("d-");
-  const at = Date.now() / 1000;
-  const failure = { failures: 2, retryAt: at + 60, reason: "OCIR token iad.ocir.io: HTTP 503" };
-  // iad: the refresh process recorded its failure both for `status` and for the backoff.
-  await writeRefreshRecord(cacheDir, { host: "iad.ocir.io", at, ok: false, ...failure });
-  await recordOutcome(cacheDir, "iad.ocir.io", {
-    outcome: "refresh-failed",
-    error: { step: "OCIR token", code: "HTTP_503", host: "iad.ocir.io", message: "HTTP 503" },
-    backoffUntil: failure.retryAt,
+  // iad's failure was recorded for `status` too, as the refresh process does; fra's calls were
+  // not (recording was off).
+  const run = await doctorOnRefreshRecords(async (dir, retryAt) => {
+    await recordOutcome(dir, "iad.ocir.io", {
+      outcome: "refresh-failed",
+      error: { step: "OCIR token", code: "HTTP_503", host: "iad.ocir.io", message: "HTTP 503" },
+      backoffUntil: retryAt,
+    });
   });
-  // fra: only the refresh record (recording was off).
-  await writeRefreshRecord(cacheDir, {
-    host: "fra.ocir.io",
-    at,
-    ok: true,
-    failures: 0,
-    retryAt: at,
-  });
-  const run = await doctor(["--cache-dir", cacheDir]);
-  await Deno.remove(cacheDir, { recursive: true });
   assert.equal(run.code, 0, run.stdout);
   assert.match(run.stdout, /\n {4}refresh +last failed .*; backing off until /);
   assert.equal(run.stdout.match(/iad\.ocir\.io: .*background refresh/g), null, run.stdout);
